@@ -1,0 +1,205 @@
+// Typed, frozen configuration. The loader (load.ts) is the only producer; everything else reads
+// these shapes and never sees raw TOML. Durations are milliseconds, sizes are bytes.
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+/** Where a key was found, so validation and reload errors can name file, key path and line. */
+export interface SourceRef {
+  readonly file: string;
+  readonly line: number;
+}
+
+export interface Location {
+  readonly lat: number;
+  readonly lon: number;
+}
+
+/** A public port (the one apps declare in `[[services.ports]]`) and where this node binds it. */
+export interface ListenConfig {
+  readonly port: number;
+  readonly host: string;
+  readonly bindPort: number;
+}
+
+export interface AdminConfig {
+  readonly host: string;
+  readonly port: number;
+  /** Bearer token for mutating endpoints; empty string = generated at start and logged once. */
+  readonly token: string;
+}
+
+/** Spec section 9: every wait and buffer is bounded. Each has a config key under `[limits]`. */
+export interface Limits {
+  readonly maxHeaderBytes: number; // max_header_bytes, 431 PH02
+  readonly maxHeaderCount: number; // max_header_count, 431 PH03
+  readonly maxUriBytes: number; // max_uri_bytes, 414 PH04
+  readonly headerReadTimeoutMs: number; // header_read_timeout, 408 PH05
+  readonly idleTimeoutMs: number; // idle_timeout (downstream keep-alive between requests)
+  readonly tlsHandshakeTimeoutMs: number; // tls_handshake_timeout, PT02
+  readonly connectTimeoutMs: number; // upstream_connect_timeout, 504 PC02
+  readonly responseTimeoutMs: number; // upstream_response_timeout, 504 PC04
+  readonly upstreamIdleTimeoutMs: number; // upstream_idle_timeout (pooled keep-alive sockets)
+  readonly upstreamMaxIdlePerMachine: number; // upstream_max_idle_per_machine
+  readonly connectAttempts: number; // connect_attempts (1 = no retry)
+  readonly retryBufferBytes: number; // retry_buffer_bytes: request body kept for replay on retry
+  readonly replayBufferBytes: number; // replay_buffer_bytes (fly-replay, later issue)
+  readonly queueLength: number; // queue_length per app, 503 PR04 when full
+  readonly queueTimeoutMs: number; // queue_timeout, 503 PR05
+  readonly wakeTimeoutMs: number; // wake_timeout, 503 PM03 (lifecycle issue)
+  readonly maxConnectionsPerApp: number; // max_connections_per_app, 503 PR06
+  readonly maxConnections: number; // max_connections (whole node)
+  readonly shutdownTimeoutMs: number; // shutdown_timeout: drain deadline on SIGTERM
+  readonly h2MaxConcurrentStreams: number; // h2_max_concurrent_streams
+}
+
+export interface NodeConfig {
+  readonly file: string;
+  readonly nodeId: string;
+  readonly region: string;
+  readonly location: Location | null;
+  readonly defaultDomain: string;
+  /** Absolute path of the directory holding one TOML file per app. */
+  readonly appsDir: string;
+  /** Absolute path of the certificate directory. */
+  readonly certsDir: string;
+  readonly logLevel: LogLevel;
+  /** Host to bind public ports that have no `[[listen]]` entry. */
+  readonly bindHost: string;
+  readonly listen: readonly ListenConfig[];
+  readonly admin: AdminConfig;
+  readonly limits: Limits;
+  readonly sources: ReadonlyMap<string, SourceRef>;
+}
+
+export type Handler = 'tls' | 'http' | 'proxy_proto' | 'pg_tls';
+export type TlsVersion = 'TLSv1.2' | 'TLSv1.3';
+
+export interface TlsOptions {
+  readonly alpn: readonly string[];
+  readonly versions: readonly TlsVersion[];
+  readonly defaultSelfSigned: boolean;
+}
+
+export interface ResponseHeaderRule {
+  readonly name: string; // lower-case
+  /** null removes the header; a list sets several values. */
+  readonly values: readonly string[] | null;
+}
+
+export interface HttpOptions {
+  readonly h2Backend: boolean;
+  readonly idleTimeoutMs: number | null; // null = node limit
+  readonly headersReadTimeoutMs: number | null;
+  readonly compress: boolean;
+  readonly responseHeaders: readonly ResponseHeaderRule[];
+  readonly pristine: boolean;
+}
+
+export interface PortConfig {
+  readonly port: number;
+  readonly handlers: readonly Handler[];
+  readonly forceHttps: boolean;
+  readonly tls: TlsOptions;
+  readonly http: HttpOptions;
+  readonly proxyProtoVersion: 'v1' | 'v2';
+  readonly source: SourceRef;
+}
+
+export type ConcurrencyType = 'connections' | 'requests';
+
+export interface Concurrency {
+  readonly type: ConcurrencyType;
+  readonly softLimit: number;
+  /** Infinity when unset. */
+  readonly hardLimit: number;
+}
+
+export interface TcpCheck {
+  readonly kind: 'tcp';
+  readonly name: string;
+  readonly intervalMs: number;
+  readonly timeoutMs: number;
+  readonly gracePeriodMs: number;
+}
+
+export interface HttpCheck {
+  readonly kind: 'http';
+  readonly name: string;
+  readonly intervalMs: number;
+  readonly timeoutMs: number;
+  readonly gracePeriodMs: number;
+  readonly method: string;
+  readonly path: string;
+  readonly protocol: 'http' | 'https';
+  readonly tlsSkipVerify: boolean;
+  readonly headers: ReadonlyMap<string, string>;
+}
+
+export type Check = TcpCheck | HttpCheck;
+
+export type AutoStop = 'off' | 'stop' | 'suspend';
+
+export interface ServiceConfig {
+  /** Index in the app's service list; stable within one snapshot. */
+  readonly index: number;
+  readonly protocol: 'tcp';
+  readonly internalPort: number;
+  readonly ports: readonly PortConfig[];
+  readonly concurrency: Concurrency;
+  readonly autoStopMachines: AutoStop;
+  readonly autoStartMachines: boolean;
+  readonly minMachinesRunning: number;
+  readonly checks: readonly Check[];
+  readonly source: SourceRef;
+}
+
+export type DriverKind = 'static' | 'process';
+
+export interface MachineConfig {
+  readonly id: string;
+  readonly app: string;
+  readonly region: string;
+  readonly driver: DriverKind;
+  /** static: "host:port" of the Machine's primary internal port. */
+  readonly address: string | null;
+  /** process: argv; relative paths resolve against the app file's directory. */
+  readonly cmd: readonly string[] | null;
+  readonly cwd: string;
+  readonly env: ReadonlyMap<string, string>;
+  readonly killSignal: NodeJS.Signals;
+  readonly killTimeoutMs: number;
+  readonly source: SourceRef;
+}
+
+export interface AppConfig {
+  readonly name: string;
+  readonly file: string;
+  readonly primaryRegion: string;
+  /** Lower-case hostnames, custom ones plus `<app>.<default_domain>`; may start with `*.`. */
+  readonly hostnames: readonly string[];
+  readonly services: readonly ServiceConfig[];
+  readonly machines: readonly MachineConfig[];
+  readonly killSignal: NodeJS.Signals;
+  readonly killTimeoutMs: number;
+  /** Hash of the app file's parsed content: reload uses it to tell changed apps from unchanged. */
+  readonly fingerprint: string;
+}
+
+export interface Config {
+  readonly node: NodeConfig;
+  readonly apps: ReadonlyMap<string, AppConfig>;
+}
+
+/** A configuration error; `file`, `key` and `line` locate it for a human. */
+export class ConfigError extends Error {
+  readonly file: string;
+  readonly key: string;
+  readonly line: number;
+  constructor(file: string, key: string, line: number, reason: string) {
+    super(`${file}:${line}: ${key}: ${reason}`);
+    this.name = 'ConfigError';
+    this.file = file;
+    this.key = key;
+    this.line = line;
+  }
+}

@@ -1,0 +1,117 @@
+// Live Machine state, kept outside the snapshots so that a reload never resets counters.
+// The control plane (manager, drivers, health checks) writes these fields; the data plane reads
+// `state`, `cordoned`, `host`, slot `healthy` and reads/writes slot `load`.
+
+import type { AppConfig, DriverKind, MachineConfig } from '../config/types.ts';
+
+/** Spec section 5. Only `started` Machines receive traffic. */
+export type MachineState =
+  | 'created'
+  | 'starting'
+  | 'started'
+  | 'stopping'
+  | 'stopped'
+  | 'suspending'
+  | 'suspended'
+  | 'failed'
+  | 'destroying'
+  | 'destroyed';
+
+/** One Machine as seen by one service (internal port): health and load are per service. */
+export class MachineSlot {
+  readonly machine: MachineRuntime;
+  readonly internalPort: number;
+  /** In-flight requests or connections, in the unit of the service's concurrency type. */
+  load: number;
+  /** Service checks pass (or the service has none). Written by the health checker. */
+  healthy: boolean;
+  /** Whether the service has checks; when it does, `healthy` starts false until the first pass. */
+  hasChecks: boolean;
+  constructor(machine: MachineRuntime, internalPort: number) {
+    this.machine = machine;
+    this.internalPort = internalPort;
+    this.load = 0;
+    this.healthy = true;
+    this.hasChecks = false;
+  }
+  /** The host port this service is reached on (process Machines get allocated ports). */
+  get port(): number {
+    return this.machine.ports.get(this.internalPort) ?? this.internalPort;
+  }
+}
+
+export class MachineRuntime {
+  readonly id: string;
+  readonly app: string;
+  readonly region: string;
+  readonly driver: DriverKind;
+  state: MachineState;
+  cordoned: boolean;
+  /** Private address the Machine is reached at. */
+  host: string;
+  /** internal port -> port on `host`. */
+  ports: Map<number, number>;
+  /** performance.now() when the Machine last became `started`; check grace periods count from it. */
+  startedAt: number;
+  /** performance.now() of the last request or connection end (autostop reads it). */
+  lastActivity: number;
+  /** Slots by internal port; created on demand by the snapshot builder and kept across reloads. */
+  readonly slots: Map<number, MachineSlot>;
+  /** The config this runtime was last started or reconciled from. */
+  config: MachineConfig;
+  /** Process id for `process` Machines, else 0. */
+  pid: number;
+  /** Last exit or failure description, for the admin API and logs. */
+  lastError: string;
+
+  constructor(config: MachineConfig) {
+    this.id = config.id;
+    this.app = config.app;
+    this.region = config.region;
+    this.driver = config.driver;
+    this.state = 'created';
+    this.cordoned = false;
+    this.host = '127.0.0.1';
+    this.ports = new Map();
+    this.startedAt = 0;
+    this.lastActivity = 0;
+    this.slots = new Map();
+    this.config = config;
+    this.pid = 0;
+    this.lastError = '';
+  }
+
+  slot(internalPort: number): MachineSlot {
+    let s = this.slots.get(internalPort);
+    if (s === undefined) {
+      s = new MachineSlot(this, internalPort);
+      this.slots.set(internalPort, s);
+    }
+    return s;
+  }
+
+  /** Routable at all (health per service is on the slot). */
+  get routable(): boolean {
+    return this.state === 'started' && !this.cordoned;
+  }
+}
+
+/** Events a driver reports back about a Machine it runs (for example a process exiting on its own). */
+export interface DriverEvents {
+  exited(m: MachineRuntime, code: number | null, signal: NodeJS.Signals | null): void;
+}
+
+/**
+ * How a node starts, stops and suspends its Machines. Every driver passes the same conformance
+ * suite. Operations resolve when the transition is done (`start`: launched and addresses known,
+ * not necessarily listening yet; readiness is the health checker's business).
+ */
+export interface MachineDriver {
+  readonly kind: DriverKind;
+  readonly canSuspend: boolean;
+  start(m: MachineRuntime, app: AppConfig): Promise<void>;
+  /** Graceful stop: kill signal, then force after the kill timeout. */
+  stop(m: MachineRuntime): Promise<void>;
+  suspend(m: MachineRuntime): Promise<void>;
+  resume(m: MachineRuntime): Promise<void>;
+}
