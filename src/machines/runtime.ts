@@ -25,7 +25,10 @@ export class MachineSlot {
   load: number;
   /** Service checks pass (or the service has none). Written by the health checker. */
   healthy: boolean;
-  /** Whether the service has checks; when it does, `healthy` starts false until the first pass. */
+  /**
+   * Whether the service has checks. When it does, the health checker sets `healthy` true when the
+   * Machine starts (grace period) and false after a failed check past the grace (see health.ts).
+   */
   hasChecks: boolean;
   constructor(machine: MachineRuntime, internalPort: number) {
     this.machine = machine;
@@ -101,6 +104,11 @@ export interface DriverEvents {
   exited(m: MachineRuntime, code: number | null, signal: NodeJS.Signals | null): void;
 }
 
+export interface StopOptions {
+  /** Force after this long instead of the Machine's kill_timeout (a shutdown deadline can be shorter). */
+  readonly timeoutMs?: number;
+}
+
 /**
  * How a node starts, stops and suspends its Machines. Every driver passes the same conformance
  * suite. Operations resolve when the transition is done (`start`: launched and addresses known,
@@ -110,8 +118,8 @@ export interface MachineDriver {
   readonly kind: DriverKind;
   readonly canSuspend: boolean;
   start(m: MachineRuntime, app: AppConfig): Promise<void>;
-  /** Graceful stop: kill signal, then force after the kill timeout. */
-  stop(m: MachineRuntime): Promise<void>;
+  /** Graceful stop: kill signal, then force after the kill timeout (or `opts.timeoutMs`). */
+  stop(m: MachineRuntime, opts?: StopOptions): Promise<void>;
   suspend(m: MachineRuntime): Promise<void>;
   resume(m: MachineRuntime): Promise<void>;
 }

@@ -1,0 +1,129 @@
+// The admin listener (loopback by default): metrics, health, readiness, and the bearer-token
+// protected /v1 API (reload now; Machines and certificates come with their issues). node:http
+// is fine here: this is the control plane, not the hot path.
+
+import http from 'node:http';
+import { timingSafeEqual } from 'node:crypto';
+import type { Logger } from '../observe/log.ts';
+import type { Metrics } from '../observe/metrics.ts';
+
+export interface ReloadOutcome {
+  readonly ok: boolean;
+  readonly version: number;
+  readonly error?: { readonly file: string; readonly key: string; readonly line: number; readonly reason: string };
+}
+
+export interface AdminBackend {
+  ready(): boolean;
+  reload(): Promise<ReloadOutcome>;
+  apps(): unknown[];
+  machines(app: string): unknown[] | null;
+}
+
+const MAX_BODY = 64 * 1024;
+
+export class AdminServer {
+  private readonly server: http.Server;
+  private readonly token: Buffer;
+  private readonly metrics: Metrics;
+  private readonly backend: AdminBackend;
+  private readonly log: Logger;
+
+  constructor(token: string, metrics: Metrics, backend: AdminBackend, log: Logger) {
+    this.token = Buffer.from(token);
+    this.metrics = metrics;
+    this.backend = backend;
+    this.log = log;
+    this.server = http.createServer({ requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => {
+      this.handle(req, res).catch((err: unknown) => {
+        this.log.error({ err }, 'admin request failed');
+        if (!res.headersSent) json(res, 500, { error: { code: 'PX01', reason: 'internal error' } });
+        else res.destroy();
+      });
+    });
+  }
+
+  listen(host: string, port: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve((this.server.address() as { port: number }).port);
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+
+  private authorized(req: http.IncomingMessage): boolean {
+    const h = req.headers.authorization;
+    if (typeof h !== 'string' || !h.startsWith('Bearer ')) return false;
+    const given = Buffer.from(h.slice(7).trim());
+    return given.length === this.token.length && timingSafeEqual(given, this.token);
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const path = url.pathname;
+    const method = req.method ?? 'GET';
+    if (path === '/metrics' && method === 'GET') {
+      const body = await this.metrics.registry.metrics();
+      res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
+      res.end(body);
+      return;
+    }
+    if (path === '/healthz' && method === 'GET') {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end('ok\n');
+      return;
+    }
+    if (path === '/readyz' && method === 'GET') {
+      const ready = this.backend.ready();
+      res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' });
+      res.end(ready ? 'ready\n' : 'not ready\n');
+      return;
+    }
+    if (!path.startsWith('/v1/')) return json(res, 404, { error: { code: 'PA04', reason: `no admin route ${method} ${path}` } });
+    if (!this.authorized(req)) {
+      res.setHeader('www-authenticate', 'Bearer');
+      return json(res, 401, { error: { code: 'PA01', reason: 'missing or wrong bearer token' } });
+    }
+    await drain(req);
+    if (path === '/v1/reload') {
+      if (method !== 'POST') return json(res, 405, { error: { code: 'PA05', reason: 'use POST' } });
+      const out = await this.backend.reload();
+      return json(res, out.ok ? 200 : 422, out);
+    }
+    if (path === '/v1/apps' && method === 'GET') return json(res, 200, this.backend.apps());
+    const m = /^\/v1\/apps\/([^/]+)\/machines$/.exec(path);
+    if (m !== null && method === 'GET') {
+      const list = this.backend.machines(decodeURIComponent(m[1]!));
+      if (list === null) return json(res, 404, { error: { code: 'PA02', reason: `no app ${m[1]}` } });
+      return json(res, 200, list);
+    }
+    return json(res, 404, { error: { code: 'PA04', reason: `no admin route ${method} ${path}` } });
+  }
+}
+
+/** Reads and discards a bounded request body (none of today's routes take one). */
+async function drain(req: http.IncomingMessage): Promise<void> {
+  let n = 0;
+  for await (const chunk of req) {
+    n += (chunk as Buffer).length;
+    if (n > MAX_BODY) {
+      req.destroy();
+      return;
+    }
+  }
+}
+
+function json(res: http.ServerResponse, status: number, body: unknown): void {
+  const s = JSON.stringify(body, null, 2) + '\n';
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s) });
+  res.end(s);
+}

@@ -1,0 +1,234 @@
+// The control plane's conductor: loads config, runs Machines and their checks, builds and swaps
+// snapshots, binds listeners, serves the admin API, reloads and shuts down in order. The data
+// plane only ever sees what it publishes through the SnapshotHolder.
+
+import { randomBytes } from 'node:crypto';
+import type { DestinationStream } from 'pino';
+import { AdminServer, type AdminBackend, type ReloadOutcome } from './admin/server.ts';
+import { loadConfig } from './config/load.ts';
+import { ConfigError, type Config } from './config/types.ts';
+import { HealthChecker } from './machines/health.ts';
+import { MachineManager } from './machines/manager.ts';
+import type { DriverFactory } from './machines/drivers/index.ts';
+import { makeLoggers, setLevel, type Loggers } from './observe/log.ts';
+import { Metrics } from './observe/metrics.ts';
+import { kickQueues, setLocalRegion } from './proxy/capacity.ts';
+import { ProxyContext } from './proxy/context.ts';
+import { closeH2Agents } from './proxy/h2.ts';
+import { upstreamPools } from './proxy/h1.ts';
+import { Listeners } from './proxy/listeners.ts';
+import { buildSnapshot } from './snapshot/build.ts';
+import { SnapshotHolder } from './snapshot/holder.ts';
+import { LiveRegistry } from './snapshot/live.ts';
+import type { Snapshot } from './snapshot/snapshot.ts';
+import { loadCertificates } from './tls/load.ts';
+
+export interface DaemonOptions {
+  readonly configPath: string;
+  /** Log destination (tests capture lines); stdout when absent. */
+  readonly logDestination?: DestinationStream;
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  readonly drivers?: DriverFactory;
+}
+
+export class Daemon {
+  readonly opts: DaemonOptions;
+  config: Config;
+  readonly log: Loggers;
+  readonly metrics: Metrics;
+  readonly manager: MachineManager;
+  readonly health: HealthChecker;
+  readonly live: LiveRegistry;
+  readonly holder: SnapshotHolder;
+  readonly ctx: ProxyContext;
+  readonly listeners: Listeners;
+  readonly admin: AdminServer;
+  readonly adminToken: string;
+  adminPort: number;
+  private version: number;
+  private reloading: Promise<unknown>;
+  private shuttingDown: Promise<void> | null;
+  private poolTimer: NodeJS.Timeout | null;
+
+  private constructor(opts: DaemonOptions, config: Config, log: Loggers, snapshotFactory: (d: Daemon) => Snapshot) {
+    this.opts = opts;
+    this.config = config;
+    this.log = log;
+    this.version = 1;
+    this.reloading = Promise.resolve();
+    this.shuttingDown = null;
+    this.poolTimer = null;
+    this.adminPort = 0;
+    this.manager = new MachineManager({ logger: log.machines, drivers: opts.drivers });
+    this.metrics = new Metrics({
+      forEachMachineLoad: (fn) => {
+        for (const m of this.manager.all()) {
+          let load = 0;
+          for (const s of m.slots.values()) load += s.load;
+          fn(m.app, m.id, load);
+        }
+      },
+    });
+    this.health = new HealthChecker({ logger: log.machines });
+    this.live = new LiveRegistry();
+    this.holder = new SnapshotHolder(snapshotFactory(this));
+    this.ctx = new ProxyContext(this.holder, log, this.metrics);
+    this.listeners = new Listeners(this.ctx);
+    this.adminToken = config.node.admin.token || randomBytes(24).toString('base64url');
+    this.admin = new AdminServer(this.adminToken, this.metrics, this.backend(), log.admin);
+  }
+
+  /** Loads config and starts everything; throws ConfigError for a bad config, Error for a bind failure. */
+  static async start(opts: DaemonOptions): Promise<Daemon> {
+    const config = await loadConfig(opts.configPath, { env: opts.env });
+    const log = makeLoggers(config.node.logLevel, opts.logDestination);
+    const certs = await loadCertificates(config, log.tls);
+    // The first snapshot needs Machines registered; build an empty-handed one, then the real one.
+    const d = new Daemon(opts, config, log, (self) =>
+      buildSnapshot({ version: 0, config, machines: self.manager, metrics: self.metrics, live: self.live, certs }),
+    );
+    d.wire();
+    await d.manager.reconcile(config);
+    const snap = buildSnapshot({ version: d.version, config, machines: d.manager, metrics: d.metrics, live: d.live, certs });
+    setLocalRegion(config.node.region);
+    const commit = await d.listeners.prepare(snap);
+    d.holder.swap(snap);
+    await commit();
+    d.adminPort = await d.admin.listen(config.node.admin.host, config.node.admin.port);
+    d.poolTimer = setInterval(() => upstreamPools.expire(performance.now(), d.holder.current.limits.upstreamIdleTimeoutMs), 1000);
+    d.poolTimer.unref();
+    return d;
+  }
+
+  private wire(): void {
+    this.health.attach(this.manager);
+    // The checker logs each change once; here only queues and metrics react to it.
+    this.health.onChange((slot, healthy) => {
+      if (healthy) kickQueues(this.routes());
+      else this.metrics.checkFailures.labels(slot.machine.app).inc();
+    });
+    this.manager.onTransition((m, _from, to) => {
+      this.metrics.machineTransitions.labels(m.app, to).inc();
+      if (to === 'started') kickQueues(this.routes());
+    });
+  }
+
+  private *routes() {
+    for (const app of this.holder.current.apps.values()) yield* app.byPort.values();
+  }
+
+  /** Bound addresses of the public ports, by public port number. */
+  addresses(): Map<number, { host: string; port: number }> {
+    return this.listeners.addresses();
+  }
+
+  /** Whole new snapshot or none: serialised, so two reloads never interleave. */
+  reload(): Promise<ReloadOutcome> {
+    const run = this.reloading.then(() => this.doReload());
+    this.reloading = run.catch(() => undefined);
+    return run;
+  }
+
+  private async doReload(): Promise<ReloadOutcome> {
+    let config: Config;
+    try {
+      config = await loadConfig(this.opts.configPath, { env: this.opts.env });
+    } catch (err) {
+      this.metrics.reloads.labels('failure').inc();
+      if (err instanceof ConfigError) {
+        this.log.config.error({ file: err.file, key: err.key, line: err.line }, `reload refused, old config keeps serving: ${err.message}`);
+        return { ok: false, version: this.version, error: { file: err.file, key: err.key, line: err.line, reason: err.message } };
+      }
+      const reason = err instanceof Error ? err.message : String(err);
+      this.log.config.error({ err }, 'reload refused, old config keeps serving');
+      return { ok: false, version: this.version, error: { file: this.opts.configPath, key: '', line: 0, reason } };
+    }
+    try {
+      const certs = await loadCertificates(config, this.log.tls);
+      await this.manager.reconcile(config);
+      const snap = buildSnapshot({ version: this.version + 1, config, machines: this.manager, metrics: this.metrics, live: this.live, certs });
+      const commit = await this.listeners.prepare(snap);
+      this.version++;
+      this.config = config;
+      setLocalRegion(config.node.region);
+      setLevel(this.log, config.node.logLevel);
+      this.holder.swap(snap);
+      await commit();
+      kickQueues(this.routes());
+      this.metrics.reloads.labels('success').inc();
+      this.log.config.info({ version: this.version, apps: config.apps.size }, 'config reloaded');
+      return { ok: true, version: this.version };
+    } catch (err) {
+      this.metrics.reloads.labels('failure').inc();
+      const reason = err instanceof Error ? err.message : String(err);
+      this.log.config.error({ err }, 'reload failed, old config keeps serving');
+      return { ok: false, version: this.version, error: { file: this.opts.configPath, key: '', line: 0, reason } };
+    }
+  }
+
+  /**
+   * Graceful shutdown: stop accepting, let in-flight requests finish (keep-alive connections
+   * close after their current response), then stop the Machines this node started.
+   */
+  shutdown(): Promise<void> {
+    this.shuttingDown ??= this.doShutdown();
+    return this.shuttingDown;
+  }
+
+  private async doShutdown(): Promise<void> {
+    const limits = this.holder.current.limits;
+    const deadline = performance.now() + limits.shutdownTimeoutMs;
+    this.ctx.draining = true;
+    this.log.root.info({ deadline_ms: limits.shutdownTimeoutMs }, 'shutting down: no new connections, draining in-flight requests');
+    await this.listeners.stopAccepting();
+    this.listeners.h2.goaway();
+    for (const c of this.ctx.h1Conns) c.drainIdle();
+    while (this.listeners.sockets.size > 0 && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 25));
+      for (const c of this.ctx.h1Conns) c.drainIdle();
+    }
+    const left = this.listeners.sockets.size;
+    for (const s of this.listeners.sockets) s.destroy();
+    if (left > 0) this.log.root.warn({ connections: left }, 'shutdown deadline reached, closed remaining connections');
+    if (this.poolTimer !== null) clearInterval(this.poolTimer);
+    upstreamPools.closeAll();
+    closeH2Agents();
+    this.health.close();
+    await this.manager.stopAll(Math.max(0, deadline - performance.now()) + 1000);
+    await this.admin.close();
+    this.log.root.info('petrel stopped');
+    this.log.flush();
+  }
+
+  private backend(): AdminBackend {
+    return {
+      ready: () => !this.ctx.draining && this.shuttingDown === null,
+      reload: () => this.reload(),
+      apps: () =>
+        [...this.holder.current.apps.values()].map((a) => ({
+          name: a.config.name,
+          hostnames: a.config.hostnames,
+          machines: a.config.machines.length,
+          connections: a.live.connections,
+        })),
+      machines: (app) => {
+        if (!this.holder.current.apps.has(app)) return null;
+        return this.manager
+          .all()
+          .filter((m) => m.app === app)
+          .map((m) => ({
+            id: m.id,
+            region: m.region,
+            state: m.state,
+            cordoned: m.cordoned,
+            driver: m.driver,
+            private_ip: m.host,
+            ports: Object.fromEntries(m.ports),
+            checks: Object.fromEntries([...m.slots.values()].map((s) => [String(s.internalPort), { healthy: s.healthy, load: s.load }])),
+            pid: m.pid || undefined,
+            last_error: m.lastError || undefined,
+          }));
+      },
+    };
+  }
+}

@@ -1,0 +1,162 @@
+// Prometheus metrics, defined once at start-up with bounded labels (app, status class, code,
+// outcome, Machine id). The hot path only touches pre-resolved label children held by AppMetrics,
+// so a request costs a few property reads and increments, never a label lookup.
+
+import client from 'prom-client';
+
+const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
+
+/** Seconds; covers sub-millisecond proxying up to the 60 s default response timeout. */
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+export interface MachineLoadSource {
+  /** Current concurrency per Machine, read at scrape time only. */
+  forEachMachineLoad(fn: (app: string, machine: string, load: number) => void): void;
+}
+
+/** Pre-resolved children for one app: made when a snapshot is built, reused across reloads. */
+export class AppMetrics {
+  readonly app: string;
+  readonly responses: client.Counter.Internal[]; // indexed by status / 100 - 1
+  readonly responseSeconds: client.Histogram.Internal<string>;
+  readonly connections: client.Gauge.Internal<string>;
+  readonly retries: client.Counter.Internal;
+  readonly queueWait: client.Histogram.Internal<string>;
+  constructor(m: Metrics, app: string) {
+    this.app = app;
+    this.responses = STATUS_CLASSES.map((c) => m.responses.labels(app, c));
+    this.responseSeconds = m.responseSeconds.labels(app);
+    this.connections = m.connections.labels(app);
+    this.retries = m.retries.labels(app);
+    this.queueWait = m.queueWait.labels(app);
+  }
+  response(status: number, seconds: number): void {
+    const i = ((status / 100) | 0) - 1;
+    if (i >= 0 && i < 5) this.responses[i]!.inc();
+    this.responseSeconds.observe(seconds);
+  }
+}
+
+export class Metrics {
+  readonly registry: client.Registry;
+  readonly responses: client.Counter<'app' | 'status_class'>;
+  readonly responseSeconds: client.Histogram<'app'>;
+  readonly connections: client.Gauge<'app'>;
+  readonly retries: client.Counter<'app'>;
+  readonly queueWait: client.Histogram<'app'>;
+  readonly errors: client.Counter<'app' | 'code'>;
+  readonly reloads: client.Counter<'outcome'>;
+  readonly tlsErrors: client.Counter<'code'>;
+  readonly machineConcurrency: client.Gauge<'app' | 'machine'>;
+  readonly machineTransitions: client.Counter<'app' | 'state'>;
+  readonly checkFailures: client.Counter<'app'>;
+  private readonly apps: Map<string, AppMetrics>;
+
+  constructor(source: MachineLoadSource) {
+    const registry = new client.Registry();
+    this.registry = registry;
+    client.collectDefaultMetrics({ register: registry });
+    const reg = [registry];
+    this.responses = new client.Counter({
+      name: 'petrel_http_responses_total',
+      help: 'HTTP responses sent to clients, by app and status class',
+      labelNames: ['app', 'status_class'],
+      registers: reg,
+    });
+    this.responseSeconds = new client.Histogram({
+      name: 'petrel_http_response_seconds',
+      help: 'Time from request head received to response complete',
+      labelNames: ['app'],
+      buckets: LATENCY_BUCKETS,
+      registers: reg,
+    });
+    this.connections = new client.Gauge({
+      name: 'petrel_connections_active',
+      help: 'Client connections open, by app (connections not yet routed count as app="_unrouted")',
+      labelNames: ['app'],
+      registers: reg,
+    });
+    this.retries = new client.Counter({
+      name: 'petrel_upstream_retries_total',
+      help: 'Failed connects to a Machine retried on another Machine',
+      labelNames: ['app'],
+      registers: reg,
+    });
+    this.queueWait = new client.Histogram({
+      name: 'petrel_queue_wait_seconds',
+      help: 'Time requests waited in the queue because every Machine was at its hard limit',
+      labelNames: ['app'],
+      buckets: LATENCY_BUCKETS,
+      registers: reg,
+    });
+    this.errors = new client.Counter({
+      name: 'petrel_proxy_errors_total',
+      help: 'Proxy-made errors by stable error code',
+      labelNames: ['app', 'code'],
+      registers: reg,
+    });
+    this.reloads = new client.Counter({
+      name: 'petrel_config_reloads_total',
+      help: 'Configuration reloads by outcome (success, failure)',
+      labelNames: ['outcome'],
+      registers: reg,
+    });
+    this.tlsErrors = new client.Counter({
+      name: 'petrel_tls_handshake_errors_total',
+      help: 'TLS handshakes that failed, by error code',
+      labelNames: ['code'],
+      registers: reg,
+    });
+    this.machineConcurrency = new client.Gauge({
+      name: 'petrel_machine_concurrency',
+      help: 'In-flight requests or connections per Machine (per its services concurrency type)',
+      labelNames: ['app', 'machine'],
+      registers: reg,
+      collect() {
+        this.reset();
+        source.forEachMachineLoad((app, machine, load) => this.labels(app, machine).set(load));
+      },
+    });
+    this.machineTransitions = new client.Counter({
+      name: 'petrel_machine_transitions_total',
+      help: 'Machine state transitions, by app and the state entered',
+      labelNames: ['app', 'state'],
+      registers: reg,
+    });
+    this.checkFailures = new client.Counter({
+      name: 'petrel_machine_check_failures_total',
+      help: 'Machines that went from passing to failing their service checks',
+      labelNames: ['app'],
+      registers: reg,
+    });
+    this.reloads.labels('success').inc(0);
+    this.reloads.labels('failure').inc(0);
+    this.apps = new Map();
+  }
+
+  /** Children for an app; called by the snapshot builder, never per request. */
+  forApp(app: string): AppMetrics {
+    let a = this.apps.get(app);
+    if (a === undefined) {
+      a = new AppMetrics(this, app);
+      this.apps.set(app, a);
+    }
+    return a;
+  }
+
+  /** Drop series of apps that left the config so label sets stay bounded over many reloads. */
+  retainApps(names: ReadonlySet<string>): void {
+    for (const app of this.apps.keys()) {
+      if (names.has(app) || app === UNROUTED) continue;
+      this.apps.delete(app);
+      for (const c of STATUS_CLASSES) this.responses.remove(app, c);
+      this.responseSeconds.remove(app);
+      this.connections.remove(app);
+      this.retries.remove(app);
+      this.queueWait.remove(app);
+    }
+  }
+}
+
+/** Label used for connections and errors that never reached an app (unknown host, bad request). */
+export const UNROUTED = '_unrouted';

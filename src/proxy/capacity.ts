@@ -1,0 +1,133 @@
+// Taking and giving back Machine capacity: selection, the bounded hard-limit queue (spec
+// section 3 point 5) and release. Shared by the HTTP/1.1, HTTP/2 and TCP paths so they count
+// load the same way.
+
+import { ALL_AT_HARD, Selector } from '../balance/select.ts';
+import type { MachineSlot } from '../machines/runtime.ts';
+import type { ServiceRoute } from '../snapshot/snapshot.ts';
+import { Waiter } from '../snapshot/live.ts';
+import { E, type ProxyErrorDef } from './errors.ts';
+
+const selector = new Selector();
+
+export interface AcquireLimits {
+  readonly queueLength: number;
+  readonly queueTimeoutMs: number;
+}
+
+/** Result of a synchronous attempt: a slot, an error, or `QUEUE` (caller should wait). */
+export const QUEUE = 1;
+
+/** Takes a slot now if one is free; increments its load. */
+export function tryAcquire(route: ServiceRoute, exclude: readonly MachineSlot[] | null): MachineSlot | ProxyErrorDef | typeof QUEUE {
+  const s = selector.select(inputOf(route), exclude);
+  if (s !== null) {
+    s.load++;
+    return s;
+  }
+  return selector.lastReason === ALL_AT_HARD ? QUEUE : E.NO_MACHINE;
+}
+
+/** The node's region, set by the control plane whenever it publishes a snapshot. */
+let localRegion = '';
+export function setLocalRegion(region: string): void {
+  localRegion = region;
+}
+
+function inputOf(route: ServiceRoute) {
+  // ServiceRoute already has the fields SelectInput needs except the region; a tiny adapter
+  // object per call would allocate, so the selector reads them through this shape.
+  regionInput.slots = route.slots;
+  regionInput.softLimit = route.softLimit;
+  regionInput.hardLimit = route.hardLimit;
+  regionInput.localRegion = localRegion;
+  return regionInput;
+}
+const regionInput = { slots: [] as readonly MachineSlot[], softLimit: 0, hardLimit: 0, localRegion: '' };
+
+/**
+ * Waits in the service's bounded queue for capacity. Resolves with a slot (load already
+ * taken) or an error definition (queue full / timed out / nothing usable any more).
+ */
+export function waitForCapacity(
+  route: ServiceRoute,
+  exclude: readonly MachineSlot[],
+  limits: AcquireLimits,
+  now: number,
+): Promise<MachineSlot | ProxyErrorDef> {
+  const q = route.live.queue;
+  if (q.length >= limits.queueLength) return Promise.resolve(E.QUEUE_FULL);
+  return new Promise((resolve) => {
+    const w = new Waiter(now, limits.queueTimeoutMs, exclude, (slot) => resolve(slot ?? E.QUEUE_TIMEOUT));
+    q.push(w);
+    queueRoutes.set(route.live, route);
+    armQueueTimer(limits.queueTimeoutMs);
+  });
+}
+
+// The newest route per queue, so a waiter woken after a reload selects from current slots.
+const queueRoutes = new Map<ServiceRoute['live'], ServiceRoute>();
+
+/** Gives a slot's capacity back and hands it to the oldest waiter that can use it. */
+export function release(slot: MachineSlot, route: ServiceRoute): void {
+  slot.load--;
+  if (route.live.queue.length !== 0) drainQueue(route);
+}
+
+function drainQueue(route: ServiceRoute): void {
+  const q = route.live.queue;
+  while (q.length > 0) {
+    const w = q[0]!;
+    if (w.resolve === null) {
+      q.shift();
+      continue;
+    }
+    const s = selector.select(inputOf(queueRoutes.get(route.live) ?? route), w.exclude.length ? w.exclude : null);
+    if (s === null) return;
+    s.load++;
+    q.shift();
+    const r = w.resolve;
+    w.resolve = null;
+    r(s);
+  }
+}
+
+/** Re-checks every queue (capacity may appear without a release: a Machine became healthy). */
+export function kickQueues(routes: Iterable<ServiceRoute>): void {
+  for (const r of routes) if (r.live.queue.length > 0) drainQueue(r);
+}
+
+// One shared timer expires waiters; per-waiter timers would mean a timer per queued request.
+let queueTimer: NodeJS.Timeout | null = null;
+function armQueueTimer(timeoutMs: number): void {
+  if (queueTimer !== null) return;
+  const period = Math.max(10, Math.min(250, timeoutMs / 4));
+  queueTimer = setInterval(expireWaiters, period);
+  queueTimer.unref();
+}
+
+function expireWaiters(): void {
+  const now = performance.now();
+  let any = false;
+  for (const live of queueRoutes.keys()) {
+    const q = live.queue;
+    for (let i = 0; i < q.length; i++) {
+      const w = q[i]!;
+      if (w.resolve !== null && now >= w.deadline) {
+        const r = w.resolve;
+        w.resolve = null;
+        r(null);
+      }
+    }
+    // Drop resolved waiters in one pass so the queue length reflects live waiters.
+    let j = 0;
+    for (let i = 0; i < q.length; i++) if (q[i]!.resolve !== null) q[j++] = q[i]!;
+    q.length = j;
+    if (j > 0) any = true;
+    else queueRoutes.delete(live);
+  }
+  if (!any && queueTimer !== null) {
+    clearInterval(queueTimer);
+    queueTimer = null;
+  }
+}

@@ -1,0 +1,43 @@
+// What every data-plane handler shares: the snapshot holder, loggers, metrics and the set of
+// open connections (for graceful shutdown). Made once at start-up.
+
+import type net from 'node:net';
+import type { MachineSlot } from '../machines/runtime.ts';
+import type { Loggers } from '../observe/log.ts';
+import type { Metrics } from '../observe/metrics.ts';
+import type { SnapshotHolder } from '../snapshot/holder.ts';
+import type { ServiceRoute } from '../snapshot/snapshot.ts';
+import { release } from './capacity.ts';
+
+export class ProxyContext {
+  readonly holder: SnapshotHolder;
+  readonly log: Loggers;
+  readonly metrics: Metrics;
+  /** Raw TCP splices in progress (both sockets), destroyed at the end of a drain. */
+  readonly tcpSplices: Set<net.Socket>;
+  /** Open HTTP/1.x client connections, so a drain can close the idle ones at once. */
+  readonly h1Conns: Set<{ drainIdle(): void }>;
+  /** Set when shutdown begins: keep-alive connections close after their current request. */
+  draining: boolean;
+
+  constructor(holder: SnapshotHolder, log: Loggers, metrics: Metrics) {
+    this.holder = holder;
+    this.log = log;
+    this.metrics = metrics;
+    this.tcpSplices = new Set();
+    this.h1Conns = new Set();
+    this.draining = false;
+  }
+
+  releaseSlot(slot: MachineSlot, route: ServiceRoute): void {
+    release(slot, route);
+  }
+
+  trackTcp(client: net.Socket, up: net.Socket): void {
+    this.tcpSplices.add(client);
+    client.once('close', () => {
+      this.tcpSplices.delete(client);
+      up.destroy();
+    });
+  }
+}

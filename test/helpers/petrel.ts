@@ -1,0 +1,220 @@
+// Runs a real petrel Daemon in-process on loopback port 0 with a config written to a temp dir,
+// and gives tests raw-socket and HTTP clients. Access-log lines are captured for assertions.
+
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { Daemon } from '../../src/daemon.ts';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const DEMO_MACHINE = path.join(ROOT, 'demo', 'hello-machine.ts');
+
+export interface PetrelOptions {
+  /** App files: name -> TOML text. */
+  readonly apps: Record<string, string>;
+  /** Extra `[limits]` lines, e.g. `queue_timeout = "300ms"`. */
+  readonly limits?: string;
+  /** Extra top-level node config lines. */
+  readonly node?: string;
+  readonly logLevel?: string;
+  /** Directory to reuse (reload tests rewrite files in it). */
+  readonly dir?: string;
+}
+
+export class LogCapture extends Writable {
+  readonly lines: Record<string, unknown>[] = [];
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
+    for (const l of chunk.toString('utf8').split('\n')) {
+      if (l.trim() === '') continue;
+      try {
+        this.lines.push(JSON.parse(l) as Record<string, unknown>);
+      } catch {
+        this.lines.push({ raw: l });
+      }
+    }
+    cb();
+  }
+  access(): Record<string, unknown>[] {
+    return this.lines.filter((l) => l['c'] === 'access');
+  }
+}
+
+export interface Petrel {
+  readonly daemon: Daemon;
+  readonly dir: string;
+  readonly configPath: string;
+  readonly log: LogCapture;
+  readonly httpPort: number;
+  readonly httpsPort: number;
+  readonly adminPort: number;
+  port(publicPort: number): number;
+  writeApp(name: string, text: string): void;
+  stop(): Promise<void>;
+}
+
+export function nodeConfig(opts: PetrelOptions, certsDir: string): string {
+  return `node_id = "test-1"
+region = "tst"
+default_domain = "test"
+apps_dir = "apps"
+certs_dir = ${JSON.stringify(certsDir)}
+log_level = ${JSON.stringify(opts.logLevel ?? 'info')}
+${opts.node ?? ''}
+
+[[listen]]
+port = 80
+address = "127.0.0.1:0"
+
+[[listen]]
+port = 443
+address = "127.0.0.1:0"
+
+[admin]
+address = "127.0.0.1:0"
+token = "test-token"
+
+[limits]
+${opts.limits ?? ''}
+`;
+}
+
+export async function startPetrel(opts: PetrelOptions): Promise<Petrel> {
+  const dir = opts.dir ?? mkdtempSync(path.join(os.tmpdir(), 'petrel-test-'));
+  const certs = path.join(dir, 'certs');
+  mkdirSync(path.join(dir, 'apps'), { recursive: true });
+  mkdirSync(certs, { recursive: true });
+  const configPath = path.join(dir, 'petrel.toml');
+  writeFileSync(configPath, nodeConfig(opts, certs));
+  for (const [name, text] of Object.entries(opts.apps)) writeFileSync(path.join(dir, 'apps', `${name}.toml`), text);
+  const log = new LogCapture();
+  const daemon = await Daemon.start({ configPath, logDestination: log });
+  const addrs = daemon.addresses();
+  const portOf = (p: number) => {
+    const a = addrs.get(p) ?? daemon.addresses().get(p);
+    if (a === undefined) throw new Error(`public port ${p} is not bound`);
+    return a.port;
+  };
+  return {
+    daemon,
+    dir,
+    configPath,
+    log,
+    httpPort: addrs.get(80)?.port ?? 0,
+    httpsPort: addrs.get(443)?.port ?? 0,
+    adminPort: daemon.adminPort,
+    port: portOf,
+    writeApp(name, text) {
+      writeFileSync(path.join(dir, 'apps', `${name}.toml`), text);
+    },
+    async stop() {
+      await daemon.shutdown();
+      if (opts.dir === undefined) rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A static-Machine app pointing at `port` on loopback. */
+export function staticApp(name: string, machines: { id: string; port: number }[], extra = '', concurrency = ''): string {
+  return `app = "${name}"
+${extra}
+[http_service]
+internal_port = ${machines[0]?.port ?? 8080}
+${concurrency ? `[http_service.concurrency]\n${concurrency}\n` : ''}
+${machines.map((m) => `[[machines]]\nid = "${m.id}"\ndriver = "static"\naddress = "127.0.0.1:${m.port}"\n`).join('\n')}`;
+}
+
+export interface Origin {
+  readonly port: number;
+  readonly server: http.Server;
+  readonly requests: http.IncomingMessage[];
+  close(): Promise<void>;
+}
+
+/** A real HTTP origin on loopback; default handler echoes method, url and headers as JSON. */
+export function startOrigin(handler?: http.RequestListener, name = 'origin'): Promise<Origin> {
+  const requests: http.IncomingMessage[] = [];
+  const server = http.createServer((req, res) => {
+    requests.push(req);
+    if (handler) return handler(req, res);
+    let n = 0;
+    req.on('data', (c: Buffer) => (n += c.length));
+    req.on('end', () => {
+      const body = JSON.stringify({ name, method: req.method, url: req.url, headers: req.headers, bodyBytes: n });
+      res.writeHead(200, { 'content-type': 'application/json', 'x-origin': name });
+      res.end(body);
+    });
+  });
+  server.keepAliveTimeout = 30_000;
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as net.AddressInfo).port;
+      resolve({
+        port,
+        server,
+        requests,
+        close: () =>
+          new Promise<void>((r) => {
+            server.closeAllConnections();
+            server.close(() => r());
+          }),
+      });
+    });
+  });
+}
+
+/** Sends raw bytes, collects everything until the server closes or `idleMs` of silence. */
+export function rawExchange(port: number, data: string | Buffer, idleMs = 1500): Promise<{ text: string; closed: boolean }> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    let buf = '';
+    let closed = false;
+    let timer = setTimeout(done, idleMs);
+    function done() {
+      clearTimeout(timer);
+      s.destroy();
+      resolve({ text: buf, closed });
+    }
+    s.on('data', (c) => {
+      buf += c.toString('latin1');
+      clearTimeout(timer);
+      timer = setTimeout(done, idleMs);
+    });
+    s.on('end', () => {
+      closed = true;
+      done();
+    });
+    s.on('error', () => {
+      closed = true;
+      done();
+    });
+    s.write(data);
+  });
+}
+
+export interface SimpleResponse {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+/** One HTTP/1.1 request through node:http (fresh connection unless an agent is given). */
+export function get(port: number, host: string, pathName = '/', opts: { method?: string; headers?: Record<string, string>; body?: string; agent?: http.Agent } = {}): Promise<SimpleResponse> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: '127.0.0.1', port, path: pathName, method: opts.method ?? 'GET', headers: { host, ...opts.headers }, agent: opts.agent ?? false },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(opts.body);
+  });
+}
