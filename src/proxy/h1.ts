@@ -25,8 +25,8 @@ import {
   ResponseHead,
   ResponseHeadParser,
   SLOTS,
-  buildRequestHead,
-  buildResponseHead,
+  requestHeadString,
+  responseHeadString,
 } from './http1/index.ts';
 import { AddressPool, Pools, type Pooled } from './pool.ts';
 import { requestId } from './requestId.ts';
@@ -289,14 +289,16 @@ export class Downstream implements Sweepable {
     const route = r.route;
     this.route = route;
     x.route = route;
-    this.countConnection(route.app);
+    if (!this.countConnection(route.app)) return this.respondError(E.APP_CONN_LIMIT, `${this.snap.limits.maxConnectionsPerApp} connections`, true);
     if (route.port.forceHttps && !this.tls) return this.redirectHttps(r.host, head);
     if (this.ctx.draining) this.keepAlive = false;
     this.pick();
   }
 
-  private countConnection(app: AppRoute): void {
-    if (this.countedApp === app) return;
+  /** Counts this connection under `app`; false when the app is at its per-node connection cap. */
+  private countConnection(app: AppRoute): boolean {
+    if (this.countedApp === app) return true;
+    if (app.live.connections >= this.snap.limits.maxConnectionsPerApp) return false;
     if (this.countedApp !== null) {
       this.countedApp.live.connections--;
       this.countedApp.metrics.connections.dec();
@@ -304,6 +306,7 @@ export class Downstream implements Sweepable {
     this.countedApp = app;
     app.live.connections++;
     app.metrics.connections.inc();
+    return true;
   }
 
   // ---- selection and connect ----
@@ -441,10 +444,10 @@ export class Downstream implements Sweepable {
     this.resKind = BODY_NONE;
     let extra = this.baseHeaders + 'fly-request-id: ' + x.id + '\r\n';
     if (head.host === null) extra += 'host: ' + x.host + '\r\n';
-    const headBuf = buildRequestHead(head, this.clientIp, extra, true);
     const s = up.socket;
     s.cork();
-    s.write(headBuf);
+    // One latin1 string write: cheaper than building a Buffer first (bench/micro-http1-parse.ts).
+    s.write(requestHeadString(head, this.clientIp, extra, true), 'latin1');
     const replay = this.bodySent;
     if (replay) {
       // Replaying the retained body after a failed attempt on a reused connection.
@@ -525,7 +528,7 @@ export class Downstream implements Sweepable {
         if (!this.resStarted) this.x.upstreamMs = performance.now() - this.x.startedAt;
         if (rh.interim) {
           // 100 Continue / 103 Early Hints: relay to HTTP/1.1 clients, then read the real head.
-          if (this.head!.versionMinor === 1) this.socket.write(buildResponseHead(rh, '', true));
+          if (this.head!.versionMinor === 1) this.socket.write(responseHeadString(rh, '', true), 'latin1');
           up.parser.begin(this.head!.method === 'HEAD', this.head!.upgrade !== null);
           continue;
         }
@@ -556,12 +559,13 @@ export class Downstream implements Sweepable {
     if (route.dropResponse.size > 1 || (route.dropResponse.size === 1 && !route.dropResponse.has('server'))) markDrops(rh, route.dropResponse);
     let extra = route.addResponse;
     if (!route.port.http.pristine) extra += 'via: 1.1 petrel\r\nfly-request-id: ' + x.id + '\r\n';
-    const out = buildResponseHead(rh, extra, this.keepAlive, route.port.http.pristine ? 0 : SERVER_MASK);
+    // RFC 9112 §6.1: no Transfer-Encoding towards an HTTP/1.0 client; its body is de-chunked.
+    const out = responseHeadString(rh, extra, this.keepAlive, route.port.http.pristine ? 0 : SERVER_MASK, this.head!.versionMinor === 0);
     x.bytesOut += out.length;
     if (rh.bodyKind === BODY_LENGTH) this.resRemaining = rh.contentLength;
     else if (rh.bodyKind === BODY_CHUNKED) this.up!.chunked.reset();
     else if (rh.bodyKind === BODY_CLOSE) this.keepAlive = false;
-    this.socket.write(out);
+    this.socket.write(out, 'latin1');
   }
 
   private responseBody(buf: Buffer, off: number): void {
@@ -573,6 +577,7 @@ export class Downstream implements Sweepable {
       this.resRemaining -= n;
       done = this.resRemaining === 0;
     } else if (this.resKind === BODY_CHUNKED) {
+      if (this.head!.versionMinor === 0) return this.responseBodyDechunked(buf, off);
       n = up.chunked.scan(buf, off, buf.length);
       if (n < 0) return this.upstreamBroken(E.BAD_RESPONSE, 'malformed chunked body');
       done = up.chunked.done;
@@ -583,6 +588,28 @@ export class Downstream implements Sweepable {
     this.x.bytesOut += n;
     const flushed = this.socket.write(off === 0 && n === buf.length ? buf : buf.subarray(off, off + n));
     if (done) return this.responseDone();
+    if (!flushed) up.socket.pause();
+  }
+
+  /** HTTP/1.0 client, chunked response: forward only the chunk data; the close ends the body. */
+  private responseBodyDechunked(buf: Buffer, off: number): void {
+    const up = this.up!;
+    const c = up.chunked;
+    let flushed = true;
+    while (off < buf.length && !c.done) {
+      const n = c.decode(buf, off, buf.length);
+      if (n < 0) return this.upstreamBroken(E.BAD_RESPONSE, 'malformed chunked body');
+      if (c.dataStart >= 0) {
+        this.x.bytesOut += c.dataEnd - c.dataStart;
+        flushed = this.socket.write(buf.subarray(c.dataStart, c.dataEnd));
+      }
+      if (n === 0) break;
+      off += n;
+    }
+    if (c.done) {
+      if (off < buf.length) up.reusable = false;
+      return this.responseDone();
+    }
     if (!flushed) up.socket.pause();
   }
 
@@ -691,8 +718,7 @@ export class Downstream implements Sweepable {
     up.owner = null;
     // The codec keeps the Machine's Upgrade field on a 101 and adds `connection: upgrade`.
     const extra = route.port.http.pristine ? '' : 'via: 1.1 petrel\r\nfly-request-id: ' + x.id + '\r\n';
-    const out = buildResponseHead(rh, extra, true, 0);
-    this.socket.write(out);
+    this.socket.write(responseHeadString(rh, extra, true, 0), 'latin1');
     if (off < chunk.length) this.socket.write(chunk.subarray(off));
     const p = this.pending;
     this.pending = null;

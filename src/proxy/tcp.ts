@@ -67,6 +67,19 @@ export function forwardTcp(ctx: ProxyContext, client: net.Socket, route: Service
   x.id = requestId(snap.node.region);
   client.pause();
   client.on('error', noop);
+  const app = route.app;
+  if (app.live.connections >= snap.limits.maxConnectionsPerApp) {
+    x.fail(E.APP_CONN_LIMIT, `${snap.limits.maxConnectionsPerApp} connections`);
+    client.destroy();
+    finishExchange(x, ctx.metrics, ctx.log.access);
+    return;
+  }
+  app.live.connections++;
+  app.metrics.connections.inc();
+  client.once('close', () => {
+    app.live.connections--;
+    app.metrics.connections.dec();
+  });
   acquireAndConnect(ctx, x, route, snap).then(
     (up) => splice(ctx, x, client, up, route, clientIp, clientPort),
     (err: unknown) => {

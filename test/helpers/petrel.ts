@@ -23,6 +23,10 @@ export interface PetrelOptions {
   readonly logLevel?: string;
   /** Directory to reuse (reload tests rewrite files in it). */
   readonly dir?: string;
+  /** Extra public ports to bind on loopback port 0 (`[[listen]] port = P address = "127.0.0.1:0"`). */
+  readonly listen?: readonly number[];
+  /** Certificates written to `<dir>/certs/<label>/{cert,key}.pem` before the daemon starts. */
+  readonly certs?: Readonly<Record<string, { readonly certPem: string; readonly keyPem: string }>>;
 }
 
 export class LogCapture extends Writable {
@@ -73,6 +77,7 @@ address = "127.0.0.1:0"
 port = 443
 address = "127.0.0.1:0"
 
+${(opts.listen ?? []).map((port) => `[[listen]]\nport = ${port}\naddress = "127.0.0.1:0"\n`).join('\n')}
 [admin]
 address = "127.0.0.1:0"
 token = "test-token"
@@ -90,6 +95,7 @@ export async function startPetrel(opts: PetrelOptions): Promise<Petrel> {
   const configPath = path.join(dir, 'petrel.toml');
   writeFileSync(configPath, nodeConfig(opts, certs));
   for (const [name, text] of Object.entries(opts.apps)) writeFileSync(path.join(dir, 'apps', `${name}.toml`), text);
+  for (const [label, pair] of Object.entries(opts.certs ?? {})) writeCert(dir, label, pair);
   const log = new LogCapture();
   const daemon = await Daemon.start({ configPath, logDestination: log });
   const addrs = daemon.addresses();
@@ -217,4 +223,166 @@ export function get(port: number, host: string, pathName = '/', opts: { method?:
     req.on('error', reject);
     req.end(opts.body);
   });
+}
+
+// ---- added for the balance / Machines / admin suites ----
+
+export interface ParsedResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/**
+ * One client connection kept open across requests (raw socket, so the test knows every request
+ * used the same connection). Understands Content-Length and chunked responses.
+ */
+export class KeepAliveConn {
+  readonly socket: net.Socket;
+  private buf = Buffer.alloc(0);
+  private waiting: { resolve: (r: ParsedResponse) => void; reject: (e: Error) => void } | null = null;
+  closed = false;
+
+  private constructor(socket: net.Socket) {
+    this.socket = socket;
+    socket.on('data', (c: Buffer) => {
+      this.buf = Buffer.concat([this.buf, c]);
+      this.tryParse();
+    });
+    const fail = (err?: Error) => {
+      this.closed = true;
+      const w = this.waiting;
+      this.waiting = null;
+      w?.reject(err ?? new Error('connection closed before a complete response'));
+    };
+    socket.on('error', fail);
+    socket.on('close', () => fail());
+  }
+
+  static open(port: number): Promise<KeepAliveConn> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.off('error', reject);
+        resolve(new KeepAliveConn(s));
+      });
+      s.once('error', reject);
+    });
+  }
+
+  /** Sends one request and resolves with its response (one request in flight at a time). */
+  request(host: string, pathName = '/', headers: Record<string, string> = {}): Promise<ParsedResponse> {
+    if (this.waiting !== null) return Promise.reject(new Error('a request is already in flight'));
+    if (this.closed) return Promise.reject(new Error('connection closed'));
+    return new Promise((resolve, reject) => {
+      this.waiting = { resolve, reject };
+      let head = `GET ${pathName} HTTP/1.1\r\nhost: ${host}\r\n`;
+      for (const [k, v] of Object.entries(headers)) head += `${k}: ${v}\r\n`;
+      this.socket.write(head + '\r\n');
+    });
+  }
+
+  private tryParse(): void {
+    if (this.waiting === null) return;
+    const end = this.buf.indexOf('\r\n\r\n');
+    if (end < 0) return;
+    const lines = this.buf.subarray(0, end).toString('latin1').split('\r\n');
+    const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? '')?.[1] ?? 0);
+    const headers: Record<string, string> = {};
+    for (const l of lines.slice(1)) {
+      const i = l.indexOf(':');
+      headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
+    }
+    let rest = this.buf.subarray(end + 4);
+    let body: Buffer;
+    if (headers['transfer-encoding'] === 'chunked') {
+      const parts: Buffer[] = [];
+      let off = 0;
+      for (;;) {
+        const le = rest.indexOf('\r\n', off);
+        if (le < 0) return;
+        const size = parseInt(rest.subarray(off, le).toString('latin1'), 16);
+        if (rest.length < le + 2 + size + 2) return;
+        if (size === 0) {
+          off = le + 4;
+          break;
+        }
+        parts.push(rest.subarray(le + 2, le + 2 + size));
+        off = le + 2 + size + 2;
+      }
+      body = Buffer.concat(parts);
+      rest = rest.subarray(off);
+    } else {
+      const len = Number(headers['content-length'] ?? 0);
+      if (rest.length < len) return;
+      body = rest.subarray(0, len);
+      rest = rest.subarray(len);
+    }
+    this.buf = rest;
+    const w = this.waiting;
+    this.waiting = null;
+    w.resolve({ status, headers, body: body.toString('utf8') });
+  }
+
+  close(): void {
+    this.closed = true;
+    this.socket.destroy();
+  }
+}
+
+export interface AdminReply {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  text: string;
+  /** Parsed JSON body, or undefined when the body is not JSON. */
+  json: unknown;
+}
+
+/** One request to the admin listener (fresh connection); `token` null sends no Authorization. */
+export function adminRequest(port: number, method: string, pathName: string, token: string | null = 'test-token', body?: string): Promise<AdminReply> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = {};
+    if (token !== null) headers['authorization'] = `Bearer ${token}`;
+    const req = http.request({ host: '127.0.0.1', port, method, path: pathName, headers, agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => {
+        let json: unknown;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          json = undefined;
+        }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** The admin /metrics text. */
+export async function scrapeMetrics(adminPort: number): Promise<string> {
+  const r = await adminRequest(adminPort, 'GET', '/metrics', null);
+  if (r.status !== 200) throw new Error(`/metrics answered ${r.status}`);
+  return r.text;
+}
+
+/**
+ * Value of one sample in Prometheus text format: `name` with exactly the `labels` given
+ * (label order does not matter; extra labels on the sample make it not match). Undefined if absent.
+ */
+export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  const want = Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : 1));
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#') || !line.startsWith(name)) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)/.exec(line);
+    if (m === null || m[1] !== name) continue;
+    const got: [string, string][] = [];
+    for (const lm of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) got.push([lm[1]!, lm[2]!]);
+    got.sort(([a], [b]) => (a < b ? -1 : 1));
+    if (JSON.stringify(got) === JSON.stringify(want)) return Number(m[3]);
+  }
+  return undefined;
 }
