@@ -89,7 +89,11 @@ export class Upstream implements Pooled {
       this.socket.destroy();
       return;
     }
+    // Head and body of a small response usually arrive together: one writev to the client.
+    const client = o.socket;
+    client.cork();
     o.onUpstreamData(chunk);
+    client.uncork();
   };
   private readonly onDrain = (): void => {
     this.owner?.onUpstreamDrain();
