@@ -47,10 +47,15 @@ interface Metric {
   readonly ratio?: boolean;
   /** Show petrel − direct and nginx − direct of the medians, in µs (added latency). */
   readonly addedUs?: boolean;
+  /** Show petrel's CPU over nginx's (how much more each request costs petrel). */
+  readonly cpuRatio?: boolean;
 }
 
+// CPU per request is the proxy's cost whatever limits the run's throughput (a load generator
+// that tops out first hides it from req/s, not from this).
 const cpuPerReq: Metric = {
   label: 'proxy CPU µs/req',
+  cpuRatio: true,
   get: (r) => (r.proxyCpuSeconds === null || r.requests === 0 ? NaN : (r.proxyCpuSeconds * 1e6) / r.requests),
 };
 const p50: Metric = { label: 'p50 ms', get: (r) => r.p50Ms };
@@ -139,7 +144,11 @@ export const TARGETS: readonly Target[] = [
 
 export function markdown(meta: Meta, contenders: readonly string[], results: ScenarioResult[]): string {
   const out: string[] = [`# petrel bench, ${meta.date}`, '', ...meta.lines.map((l) => `- ${l}`), ''];
-  out.push('Cells: median of the runs (min–max). ⚠: a run had errors or non-2xx responses (listed below).', '');
+  out.push(
+    'Cells: median of the runs (min–max). ⚠: a run had errors or non-2xx responses (listed below).',
+    'Ratios are of the medians; on CPU rows "CPU 2.00x" means petrel spends twice the CPU per request nginx does.',
+    '',
+  );
   out.push(`| scenario | metric | ${contenders.join(' | ')} | petrel/direct | petrel/nginx |`);
   out.push(`|---|---|${contenders.map(() => '---:').join('|')}|---:|---:|`);
   for (const s of results) {
@@ -150,6 +159,8 @@ export function markdown(meta: Meta, contenders: readonly string[], results: Sce
       if (m.ratio) {
         r1 = ratio(med(s, 'petrel', m), med(s, 'direct', m));
         r2 = ratio(med(s, 'petrel', m), med(s, 'nginx', m));
+      } else if (m.cpuRatio) {
+        r2 = `CPU ${ratio(med(s, 'petrel', m), med(s, 'nginx', m))}`;
       } else if (m.addedUs) {
         // Added latency over direct: the proxy's own cost at a load every contender sustains.
         r1 = `petrel ${added(med(s, 'petrel', m), med(s, 'direct', m))}`;

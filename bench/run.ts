@@ -221,7 +221,9 @@ async function main(): Promise<void> {
       date: now.toISOString(),
       lines: [
         `Node ${process.version} (harness and petrel), ${cpus()[0]?.model ?? '?'} × ${cpus().length}, Linux ${release()}`,
-        `tools: ${version('wrk', ['-v']).split(' [')[0]}, ${version('h2load', ['--version'])}, ${version('ab', ['-V']).replace('This is ', '')}, ${version('nginx', ['-v']).replace('nginx version: ', '')}, ${version('openssl', ['version']).split(' (')[0]}`,
+        `tools: ${version('wrk', ['-v']).split(' [')[0]}, ${version('h2load', ['--version'])}, ` +
+          `ab ${/Version ([\d.]+)/.exec(version('ab', ['-V']))?.[1] ?? '?'}, ${version('nginx', ['-v']).replace('nginx version: ', '')}, ` +
+          `${version('openssl', ['version']).split(' (')[0]}`,
         `pinning: load generator and origin (nginx, static files) on core ${LOAD_CORE}; the proxy alone on core ${PROXY_CORE} (taskset)`,
         `${rounds} runs of ${seconds} s per scenario and contender, interleaved (${active.map((c) => c.name).join(', ')}, ...); warm-up ${warmup} s per contender`,
         'TLS: the same RSA-2048 certificate for every contender, SNI bench.bench.test; nginx: worker_processes 1, upstream keepalive 64',

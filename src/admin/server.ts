@@ -62,8 +62,10 @@ export class AdminServer {
 
   private authorized(req: http.IncomingMessage): boolean {
     const h = req.headers.authorization;
-    if (typeof h !== 'string' || !h.startsWith('Bearer ')) return false;
-    const given = Buffer.from(h.slice(7).trim());
+    // RFC 9110 §11.1: the auth scheme is case-insensitive.
+    const m = typeof h === 'string' ? /^bearer +(\S+) *$/i.exec(h) : null;
+    if (m === null) return false;
+    const given = Buffer.from(m[1]!);
     return given.length === this.token.length && timingSafeEqual(given, this.token);
   }
 
@@ -71,37 +73,41 @@ export class AdminServer {
     const url = new URL(req.url ?? '/', 'http://admin');
     const path = url.pathname;
     const method = req.method ?? 'GET';
-    if (path === '/metrics' && method === 'GET') {
+    const allowed = allowedMethods(path);
+    if (allowed === null) return json(res, 404, { error: { code: 'PA04', reason: `no admin route ${method} ${path}` } });
+    if (!allowed.includes(method)) {
+      res.setHeader('allow', allowed.join(', '));
+      return json(res, 405, { error: { code: 'PA05', reason: `${path} takes ${allowed.join(', ')}` } });
+    }
+    if (path === '/metrics') {
       const body = await this.metrics.registry.metrics();
       res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
       res.end(body);
       return;
     }
-    if (path === '/healthz' && method === 'GET') {
+    if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.end('ok\n');
       return;
     }
-    if (path === '/readyz' && method === 'GET') {
+    if (path === '/readyz') {
       const ready = this.backend.ready();
       res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' });
       res.end(ready ? 'ready\n' : 'not ready\n');
       return;
     }
-    if (!path.startsWith('/v1/')) return json(res, 404, { error: { code: 'PA04', reason: `no admin route ${method} ${path}` } });
     if (!this.authorized(req)) {
       res.setHeader('www-authenticate', 'Bearer');
       return json(res, 401, { error: { code: 'PA01', reason: 'missing or wrong bearer token' } });
     }
     await drain(req);
     if (path === '/v1/reload') {
-      if (method !== 'POST') return json(res, 405, { error: { code: 'PA05', reason: 'use POST' } });
       const out = await this.backend.reload();
       return json(res, out.ok ? 200 : 422, out);
     }
-    if (path === '/v1/apps' && method === 'GET') return json(res, 200, this.backend.apps());
+    if (path === '/v1/apps') return json(res, 200, this.backend.apps());
     const m = /^\/v1\/apps\/([^/]+)\/machines$/.exec(path);
-    if (m !== null && method === 'GET') {
+    if (m !== null) {
       const list = this.backend.machines(decodeURIComponent(m[1]!));
       if (list === null) return json(res, 404, { error: { code: 'PA02', reason: `no app ${m[1]}` } });
       return json(res, 200, list);
@@ -109,6 +115,22 @@ export class AdminServer {
     return json(res, 404, { error: { code: 'PA04', reason: `no admin route ${method} ${path}` } });
   }
 }
+
+/** The methods a path takes, or null for an unknown path (404 before 405, RFC 9110 §15.5.6). */
+function allowedMethods(path: string): readonly string[] | null {
+  switch (path) {
+    case '/metrics':
+    case '/healthz':
+    case '/readyz':
+    case '/v1/apps':
+      return GET;
+    case '/v1/reload':
+      return POST;
+  }
+  return /^\/v1\/apps\/[^/]+\/machines$/.test(path) ? GET : null;
+}
+const GET = ['GET', 'HEAD'] as const;
+const POST = ['POST'] as const;
 
 /** Reads and discards a bounded request body (none of today's routes take one). */
 async function drain(req: http.IncomingMessage): Promise<void> {

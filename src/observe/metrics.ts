@@ -29,6 +29,12 @@ export class AppMetrics {
     this.connections = m.connections.labels(app);
     this.retries = m.retries.labels(app);
     this.queueWait = m.queueWait.labels(app);
+    // Export every series from the start ("avoid missing metrics"): rate() over a series that
+    // appears only at its first event misses that event.
+    for (const c of this.responses) c.inc(0);
+    this.retries.inc(0);
+    m.responseSeconds.zero({ app });
+    m.queueWait.zero({ app });
   }
   response(status: number, seconds: number): void {
     const i = ((status / 100) | 0) - 1;

@@ -46,22 +46,47 @@ function inputOf(route: ServiceRoute) {
 const regionInput = { slots: [] as readonly MachineSlot[], softLimit: 0, hardLimit: 0, localRegion: '' };
 
 /**
- * Waits in the service's bounded queue for capacity. Resolves with a slot (load already
- * taken) or an error definition (queue full / timed out / nothing usable any more).
+ * Joins the service's bounded queue. `resolve` is called once, later, with a slot (load
+ * already taken) or null (timed out). Returns the Waiter, which the caller cancels with
+ * cancelWait() when its client leaves, or E.QUEUE_FULL at once.
  */
+export function enqueue(
+  route: ServiceRoute,
+  exclude: readonly MachineSlot[],
+  limits: AcquireLimits,
+  now: number,
+  resolve: (slot: MachineSlot | null) => void,
+): Waiter | ProxyErrorDef {
+  const q = route.live.queue;
+  if (countLive(q) >= limits.queueLength) return E.QUEUE_FULL;
+  const w = new Waiter(now, limits.queueTimeoutMs, exclude, resolve);
+  q.push(w);
+  queueRoutes.set(route.live, route);
+  armQueueTimer(limits.queueTimeoutMs);
+  return w;
+}
+
+/** The client left: its place is free at once (the entry is purged by the next sweep). */
+export function cancelWait(w: Waiter): void {
+  w.resolve = null;
+}
+
+function countLive(q: readonly Waiter[]): number {
+  let n = 0;
+  for (let i = 0; i < q.length; i++) if (q[i]!.resolve !== null) n++;
+  return n;
+}
+
+/** Promise form of enqueue() for the slower paths (HTTP/2 streams, raw TCP connections). */
 export function waitForCapacity(
   route: ServiceRoute,
   exclude: readonly MachineSlot[],
   limits: AcquireLimits,
   now: number,
 ): Promise<MachineSlot | ProxyErrorDef> {
-  const q = route.live.queue;
-  if (q.length >= limits.queueLength) return Promise.resolve(E.QUEUE_FULL);
   return new Promise((resolve) => {
-    const w = new Waiter(now, limits.queueTimeoutMs, exclude, (slot) => resolve(slot ?? E.QUEUE_TIMEOUT));
-    q.push(w);
-    queueRoutes.set(route.live, route);
-    armQueueTimer(limits.queueTimeoutMs);
+    const w = enqueue(route, exclude, limits, now, (slot) => resolve(slot ?? E.QUEUE_TIMEOUT));
+    if (!(w instanceof Waiter)) resolve(w);
   });
 }
 
@@ -76,16 +101,23 @@ export function release(slot: MachineSlot, route: ServiceRoute): void {
 
 function drainQueue(route: ServiceRoute): void {
   const q = route.live.queue;
-  while (q.length > 0) {
-    const w = q[0]!;
+  const input = inputOf(queueRoutes.get(route.live) ?? route);
+  let i = 0;
+  while (i < q.length) {
+    const w = q[i]!;
     if (w.resolve === null) {
-      q.shift();
+      q.splice(i, 1);
       continue;
     }
-    const s = selector.select(inputOf(queueRoutes.get(route.live) ?? route), w.exclude.length ? w.exclude : null);
-    if (s === null) return;
+    const s = selector.select(input, w.exclude.length ? w.exclude : null);
+    if (s === null) {
+      // Nothing free for this waiter; one with exclusions may still block others that have none.
+      if (w.exclude.length === 0) return;
+      i++;
+      continue;
+    }
     s.load++;
-    q.shift();
+    q.splice(i, 1);
     const r = w.resolve;
     w.resolve = null;
     r(s);

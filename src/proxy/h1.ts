@@ -7,7 +7,8 @@
 import type net from 'node:net';
 import type { MachineSlot } from '../machines/runtime.ts';
 import type { AppRoute, ServiceRoute, Snapshot } from '../snapshot/snapshot.ts';
-import { QUEUE, tryAcquire, waitForCapacity } from './capacity.ts';
+import { QUEUE, cancelWait, enqueue, tryAcquire } from './capacity.ts';
+import { Waiter } from '../snapshot/live.ts';
 import { ConnectError, connectTo } from './connect.ts';
 import type { ProxyContext } from './context.ts';
 import { E, errorBody, type ProxyErrorDef } from './errors.ts';
@@ -50,6 +51,8 @@ const D_RESPONSE = 3; // upstream response head timeout: 504
 const D_BODY = 4; // request body stalled: 408
 
 const SERVER_MASK = 1 << H_SERVER;
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
 export const upstreamPools = new Pools<Upstream>();
 
@@ -170,6 +173,8 @@ export class Downstream implements Sweepable {
   /** The app this connection is counted under in connection metrics, once known. */
   countedApp: AppRoute | null;
   tried: MachineSlot[];
+  /** Our place in the hard-limit queue while waiting for capacity. */
+  waiter: Waiter | null;
   /** The failure that made us try another Machine: reported if no other Machine is left. */
   lastFail: ProxyErrorDef | null;
   lastFailDetail: string;
@@ -213,6 +218,7 @@ export class Downstream implements Sweepable {
     this.pinnedRoute = null;
     this.countedApp = null;
     this.tried = [];
+    this.waiter = null;
     this.lastFail = null;
     this.lastFailDetail = '';
     this.routed = new RouteResult();
@@ -279,7 +285,9 @@ export class Downstream implements Sweepable {
     this.state = S_ROUTE;
     this.deadlineKind = D_NONE;
     this.deadline = Infinity;
-    this.socket.pause();
+    // A request with a body waits for its upstream before reading on; one without keeps reading
+    // so a client that leaves while queued is noticed (stash() pauses if it pipelines more).
+    if (head.hasBody) this.socket.pause();
     this.reqDone = !head.hasBody;
     this.bodySent = false;
     this.retained = null;
@@ -328,7 +336,9 @@ export class Downstream implements Sweepable {
     }
     const got = tryAcquire(route, this.tried.length ? this.tried : null);
     if (got === QUEUE) {
-      waitForCapacity(route, this.tried.slice(), this.snap.limits, performance.now()).then(this.onCapacity, this.onInternalError);
+      const w = enqueue(route, this.tried.slice(), this.snap.limits, performance.now(), this.onQueued);
+      if (w instanceof Waiter) this.waiter = w;
+      else this.noCapacity(w);
       return;
     }
     if ((got as MachineSlot).machine === undefined) return this.noCapacity(got as ProxyErrorDef);
@@ -341,7 +351,12 @@ export class Downstream implements Sweepable {
     this.respondError(def, '', !this.reqDone);
   }
 
-  private readonly onCapacity = (got: MachineSlot | ProxyErrorDef): void => {
+  private readonly onQueued = (slot: MachineSlot | null): void => {
+    this.waiter = null;
+    this.onCapacity(slot ?? E.QUEUE_TIMEOUT);
+  };
+
+  private onCapacity(got: MachineSlot | ProxyErrorDef): void {
     const x = this.x;
     const waited = performance.now() - x.startedAt;
     x.queueMs = waited;
@@ -353,7 +368,7 @@ export class Downstream implements Sweepable {
     }
     if ((got as MachineSlot).machine === undefined) return this.noCapacity(got as ProxyErrorDef);
     this.took(got as MachineSlot);
-  };
+  }
 
   private took(slot: MachineSlot): void {
     const route = this.route!;
@@ -406,7 +421,7 @@ export class Downstream implements Sweepable {
   }
 
   /** A failure before any response byte: try another Machine when safe, else answer with `def`. */
-  private retryOrFail(def: ProxyErrorDef, detail: string): void {
+  private retryOrFail(def: ProxyErrorDef, detail: string, idempotentRetry = false): void {
     const x = this.x;
     const slot = x.slot!;
     const route = this.route!;
@@ -417,7 +432,7 @@ export class Downstream implements Sweepable {
     } else if (this.pinned === slot) {
       this.unpin();
     }
-    if (def.retryable && this.canReplay() && this.tried.length < this.snap.limits.connectAttempts) {
+    if ((def.retryable || idempotentRetry) && this.canReplay() && this.tried.length < this.snap.limits.connectAttempts) {
       this.lastFail = def;
       this.lastFailDetail = detail;
       x.retries++;
@@ -673,6 +688,7 @@ export class Downstream implements Sweepable {
     up.owner = null;
     this.up = null;
     const detail = err?.code ?? 'closed before responding';
+    const def = err !== null ? E.UPSTREAM_RESET : E.UPSTREAM_CLOSED;
     // A reused keep-alive connection the app closed just as we sent: the classic idle race.
     // Nothing reached the app's handler, so a fresh connection may safely take the request.
     if (up.uses > 1 && this.canReplay() && this.x.retries < this.snap.limits.connectAttempts) {
@@ -681,7 +697,11 @@ export class Downstream implements Sweepable {
       this.state = S_ROUTE;
       return this.dispatch(this.x.slot!);
     }
-    this.respondError(err !== null ? E.UPSTREAM_RESET : E.UPSTREAM_CLOSED, detail, !this.reqDone);
+    // A fresh connection dropped before any answer: the Machine is likely dying (a killed
+    // process's listen socket still accepts for a moment). An idempotent request (RFC 9110
+    // §9.2.2) may go to another Machine; anything else must not be sent twice.
+    if (IDEMPOTENT.has(this.head!.method)) return this.retryOrFail(def, detail, true);
+    this.respondError(def, detail, !this.reqDone);
   }
 
   /** The Machine broke the exchange: 502 if the client has no response yet, else cut it. */
@@ -850,7 +870,8 @@ export class Downstream implements Sweepable {
   private readonly onEnd = (): void => {
     // Client half-closed. If it is between requests, we are done; mid-request, the response
     // still goes out and the connection closes after it.
-    if (this.state === S_HEAD) return this.close();
+    // Before anything went upstream there is nobody left to answer: give up the request.
+    if (this.state === S_HEAD || this.state === S_ROUTE) return this.close();
     if (this.state !== S_TUNNEL) this.keepAlive = false;
   };
 
@@ -879,6 +900,10 @@ export class Downstream implements Sweepable {
       this.state = S_CLOSED;
     }
     if (this.up !== null) this.abortUpstream();
+    if (this.waiter !== null) {
+      cancelWait(this.waiter);
+      this.waiter = null;
+    }
     this.unpin();
     if (this.countedApp !== null) {
       this.countedApp.live.connections--;
@@ -889,11 +914,6 @@ export class Downstream implements Sweepable {
     this.ctx.h1Conns.delete(this);
     this.socket.destroy();
   }
-
-  private readonly onInternalError = (err: unknown): void => {
-    this.ctx.log.proxy.error({ err }, 'internal error in request handling');
-    this.respondError(E.INTERNAL, '', true);
-  };
 }
 
 /** Flags response fields named by `Name = false` / set rules so the serializer skips them. */

@@ -386,3 +386,24 @@ export function metricValue(text: string, name: string, labels: Record<string, s
   }
   return undefined;
 }
+
+/** Writes a PEM pair as `<dir>/certs/<label>/{cert,key}.pem` (the layout the certs dir scan reads). */
+export function writeCert(dir: string, label: string, pair: { readonly certPem: string; readonly keyPem: string }): void {
+  const d = path.join(dir, 'certs', label);
+  mkdirSync(d, { recursive: true });
+  writeFileSync(path.join(d, 'key.pem'), pair.keyPem, { mode: 0o600 });
+  writeFileSync(path.join(d, 'cert.pem'), pair.certPem);
+}
+
+/**
+ * Polls `pred` until it holds. The deadline is only a guard against a hang (the test then fails
+ * naming `what`), never an assertion about speed.
+ */
+export async function pollUntil(pred: () => boolean | Promise<boolean>, what: string, guardMs = 20_000): Promise<void> {
+  const end = Date.now() + guardMs;
+  for (;;) {
+    if (await pred()) return;
+    if (Date.now() > end) throw new Error(`gave up waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -46,8 +46,11 @@ export class PetrelProcess {
   /** Public port -> bound port, from the "petrel started" line. */
   readonly ports = new Map<number, number>();
   adminPort = 0;
+  /** Whether the JSON "petrel started" line had reached stdout when start-up was detected. */
+  startedLogSeen = false;
   readonly exited: Promise<Exit>;
   exit: Exit | null = null;
+  private readonly parsed: Record<string, unknown>[] = [];
   private readonly waiters = new Set<() => void>();
 
   constructor(child: ChildProcess) {
@@ -62,6 +65,13 @@ export class PetrelProcess {
     });
     lines(child.stdout!, (l) => {
       this.stdout.push(l);
+      if (l.startsWith('{')) {
+        try {
+          this.parsed.push(JSON.parse(l) as Record<string, unknown>);
+        } catch {
+          // a line cut by a crash: not a log record
+        }
+      }
       this.notify();
     });
     lines(child.stderr!, (l) => {
@@ -91,18 +101,16 @@ export class PetrelProcess {
     return this.exit === null;
   }
 
-  /** stdout lines that are JSON (pino) objects. */
-  logs(): Record<string, unknown>[] {
-    const out: Record<string, unknown>[] = [];
-    for (const l of this.stdout) {
-      if (!l.startsWith('{')) continue;
-      try {
-        out.push(JSON.parse(l) as Record<string, unknown>);
-      } catch {
-        // a line cut by a crash: not a log record
-      }
-    }
-    return out;
+  /** stdout lines that are JSON (pino) objects, parsed once as they arrive. */
+  logs(): readonly Record<string, unknown>[] {
+    return this.parsed;
+  }
+
+  /** How many JSON log lines so far have this msg. */
+  countLogs(msg: string | RegExp): number {
+    let n = 0;
+    for (const l of this.parsed) if (msgMatches(l, msg)) n++;
+    return n;
   }
 
   /** Everything printed so far, for assertion messages. */
@@ -146,17 +154,29 @@ export class PetrelProcess {
     });
   }
 
-  /** Waits for a JSON log line whose msg matches, counting only lines after `skip` of them. */
+  /**
+   * Waits for the (skip+1)-th JSON log line whose msg matches. Scans each line once, so waiting
+   * stays cheap while an access-log flood (wrk) arrives.
+   */
   waitForLog(msg: string | RegExp, timeoutMs = 20_000, skip = 0): Promise<Record<string, unknown>> {
-    return this.waitFor(`log line ${String(msg)}`, () => {
-      const found = this.logs().filter((l) => (typeof msg === 'string' ? l['msg'] === msg : msg.test(String(l['msg']))));
-      return found[skip];
+    let scanned = 0;
+    let seen = 0;
+    return this.waitFor(`log line ${String(msg)}${skip ? ` #${skip + 1}` : ''}`, () => {
+      for (; scanned < this.parsed.length; scanned++) {
+        const l = this.parsed[scanned]!;
+        if (msgMatches(l, msg) && seen++ === skip) return l;
+      }
+      return undefined;
     }, timeoutMs);
   }
 
-  /** Waits for a stderr line matching `re`. */
-  waitForStderr(re: RegExp, timeoutMs = 20_000): Promise<string> {
-    return this.waitFor(`stderr ${String(re)}`, () => this.stderr.find((l) => re.test(l)), timeoutMs);
+  /** Waits for a stderr line matching `re`, looking only at lines from index `from` on. */
+  waitForStderr(re: RegExp, timeoutMs = 20_000, from = 0): Promise<string> {
+    let scanned = from;
+    return this.waitFor(`stderr ${String(re)}`, () => {
+      for (; scanned < this.stderr.length; scanned++) if (re.test(this.stderr[scanned]!)) return this.stderr[scanned]!;
+      return undefined;
+    }, timeoutMs);
   }
 
   signal(sig: NodeJS.Signals): void {
@@ -179,6 +199,10 @@ export class PetrelProcess {
     await this.exited;
     clearTimeout(t);
   }
+}
+
+function msgMatches(l: Record<string, unknown>, msg: string | RegExp): boolean {
+  return typeof msg === 'string' ? l['msg'] === msg : msg.test(String(l['msg']));
 }
 
 function lines(stream: NodeJS.ReadableStream, onLine: (l: string) => void): void {
@@ -218,15 +242,34 @@ export function spawnPetrelProcess(t: Teardownable, opts: SpawnOptions): PetrelP
 }
 
 /**
- * Spawns `petrel start` and waits for the "petrel started" line, whose `ports` and `admin`
- * fields give the bound addresses.
+ * Spawns `petrel start` and waits until it is up. The bound addresses come from the JSON
+ * "petrel started" line (`ports`, `admin`) when it has reached stdout; petrel's logger buffers
+ * stdout (sonic-boom minLength 4 KiB, no timed flush), so on a quiet start that line may only
+ * appear at exit. The human start-up lines on stderr (written at once, just before the JSON line)
+ * carry the same ports for 80 and 443 and the admin port, and are used when the JSON line is not
+ * there yet. `startedLogSeen` records which one it was.
  */
 export async function startPetrelProcess(t: Teardownable, opts: SpawnOptions): Promise<PetrelProcess> {
   const p = spawnPetrelProcess(t, opts);
-  const started = await p.waitForLog('petrel started', opts.startTimeoutMs ?? 30_000);
-  const ports = (started['ports'] ?? {}) as Record<string, string>;
-  for (const [pub, addr] of Object.entries(ports)) p.ports.set(Number(pub), portOf(addr));
-  p.adminPort = portOf(String(started['admin']));
+  const found = await p.waitFor<{ json: Record<string, unknown> | null; admin: string | null }>('the start-up lines ("petrel started" on stdout or the admin line on stderr)', () => {
+    const json = p.logs().find((l) => l['msg'] === 'petrel started');
+    if (json !== undefined) return { json, admin: null };
+    const admin = p.stderr.find((l) => /^\s*admin: http:\/\/\S+:\d+\/metrics/.test(l));
+    return admin !== undefined ? { json: null, admin } : undefined;
+  }, opts.startTimeoutMs ?? 30_000);
+  if (found.json !== null) {
+    p.startedLogSeen = true;
+    const ports = (found.json['ports'] ?? {}) as Record<string, string>;
+    for (const [pub, addr] of Object.entries(ports)) p.ports.set(Number(pub), portOf(addr));
+    p.adminPort = portOf(String(found.json['admin']));
+  } else {
+    p.adminPort = Number(/admin: http:\/\/\S+:(\d+)\/metrics/.exec(found.admin!)![1]);
+    const tryLine = p.stderr.find((l) => /^\s*try: /.test(l)) ?? '';
+    const http = /curl http:\/\/[^\s/]+:(\d+)\//.exec(tryLine);
+    const https = /curl -k https:\/\/[^\s/]+:(\d+)\//.exec(tryLine);
+    if (http !== null) p.ports.set(80, Number(http[1]));
+    if (https !== null) p.ports.set(443, Number(https[1]));
+  }
   return p;
 }
 
@@ -339,16 +382,22 @@ export interface Origin {
   readonly port: number;
   readonly server: http.Server;
   /** Requests received (counted when the head arrives). */
-  received: number;
+  readonly received: number;
+  /** Requests to /gate waiting for release(). */
+  readonly held: number;
+  /** Answers every /gate request held so far and any that arrive later. */
+  release(): void;
   close(): Promise<void>;
 }
 
 /**
- * A node:http origin on loopback, closed on teardown. `/slow?ms=N` answers after N ms; anything
- * else answers at once with a small JSON body.
+ * A node:http origin on loopback, closed on teardown. `/slow?ms=N` answers after N ms (default
+ * 500); `/gate` answers only once the test calls release(), so "in flight" needs no timing;
+ * anything else answers at once with a small JSON body.
  */
 export function startOrigin(t: Teardownable, name = 'origin'): Promise<Origin> {
-  const state = { received: 0 };
+  const state = { received: 0, released: false };
+  const gated: (() => void)[] = [];
   const server = http.createServer((req, res) => {
     state.received++;
     const url = new URL(req.url ?? '/', 'http://x');
@@ -362,6 +411,8 @@ export function startOrigin(t: Teardownable, name = 'origin'): Promise<Origin> {
       if (url.pathname === '/slow') {
         const timer = setTimeout(answer, Number(url.searchParams.get('ms') ?? 500));
         res.once('close', () => clearTimeout(timer));
+      } else if (url.pathname === '/gate' && !state.released) {
+        gated.push(answer);
       } else {
         answer();
       }
@@ -382,6 +433,13 @@ export function startOrigin(t: Teardownable, name = 'origin'): Promise<Origin> {
         server,
         get received() {
           return state.received;
+        },
+        get held() {
+          return gated.length;
+        },
+        release() {
+          state.released = true;
+          for (const a of gated.splice(0)) a();
         },
         close,
       });
