@@ -404,6 +404,33 @@ t.test('tls handler: TLS terminated, the Machine gets plaintext', async (t) => {
   t.ok(err, 'no certificate for another name: handshake refused');
 });
 
+t.test('tls handler with default_self_signed: clients without SNI, or with another name, never get HTTP', async (t) => {
+  const srv = await tcpServer(echo);
+  const p = await startPetrel({
+    apps: { db: tcpApp('db', 5443, [{ id: 'db-1', port: srv.port }], 'handlers = ["tls"]\ntls_options = { default_self_signed = true }') },
+    listen: [5443],
+  });
+  t.teardown(async () => {
+    await p.stop();
+    await srv.close();
+  });
+  const exchange = async (servername: string): Promise<string> => {
+    const s = tls.connect({ host: '127.0.0.1', port: p.port(5443), servername, rejectUnauthorized: false });
+    s.on('error', () => undefined);
+    await once(s, 'secureConnect');
+    const c = collect(s);
+    s.write('SELECT 1;\r\n\r\n');
+    await pollUntil(() => c.data().length >= 13 || s.destroyed || s.readableEnded, 'an answer or a close');
+    s.destroy();
+    return c.data().toString('latin1');
+  };
+  t.equal(await exchange('db.test'), 'SELECT 1;\r\n\r\n', 'with SNI: echoed');
+  // A TLS service reached by IP address (psql -h 10.0.0.1, most database drivers) sends no SNI:
+  // the port has one app, so that is where the connection goes, as on a plaintext raw port.
+  t.equal(await exchange(''), 'SELECT 1;\r\n\r\n', 'without SNI: the single raw app on the port');
+  t.notMatch(await exchange('other.test'), /^HTTP\//, 'another name: no HTTP answer on a port without the http handler');
+});
+
 t.test('a dead Machine closes the client connection (PC01); a connect failure retries on another Machine', async (t) => {
   const srv = await tcpServer(echo);
   const dead = await deadPort();

@@ -152,6 +152,12 @@ t.test('HTTPS with SNI reaches the Machine with the https forwarding headers', a
   const selfSigned = readFileSync(path.join(p.dir, 'certs', '_self-signed', 'cert.pem'), 'utf8');
   const dev = await httpsGet(p.httpsPort, 'dev.test', 'dev.test', '/', { ca: selfSigned });
   t.equal(dev.status, 200, 'self-signed default verifies for the app name');
+  // No SNI at all (an IP literal): the port's default certificate, routing by Host alone.
+  const noSni = await probe(p.httpsPort, { servername: '' });
+  t.ok(noSni.ok, 'a client without SNI gets the default certificate');
+  t.equal(noSni.fingerprint, new X509Certificate(selfSigned).fingerprint256);
+  const byHost = await httpsGet(p.httpsPort, '', 'web.test', '/no-sni', { rejectUnauthorized: false });
+  t.equal(byHost.status, 200, 'without SNI the request is routed by Host');
   const line = p.log.access().find((l) => l['app'] === 'web');
   t.equal(line?.['status'], 200);
   t.equal(line?.['path'], '/secure?q=1');
@@ -355,7 +361,6 @@ t.test('a client that sends nothing is closed after tls_handshake_timeout', asyn
   t.ok(await silent(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01])), 'stalled ClientHello: closed by petrel');
   await pollUntil(async () => (await tlsErrors(p.adminPort, 'PT02')) >= before + 2, 'PT02 handshake timeouts on /metrics');
   t.pass('both counted as petrel_tls_handshake_errors_total{code="PT02"}');
-  t.equal(p.daemon.listeners.sockets.size, 0, 'no half-handshaken socket left open');
 });
 
 t.test('a reload that adds a certificate directory serves the new cert without restart', async (t) => {

@@ -10,6 +10,7 @@ import type { PortRoute, Snapshot } from '../snapshot/snapshot.ts';
 import type { ProxyContext } from './context.ts';
 import { H2Frontend } from './h2.ts';
 import { serveHttp1 } from './h1.ts';
+import { E } from './errors.ts';
 import { normalizeHost } from './host.ts';
 import { forwardTcp } from './tcp.ts';
 import { classifyTlsError } from '../tls/sni.ts';
@@ -24,7 +25,7 @@ interface Bound {
 }
 
 function keyOf(p: PortRoute): string {
-  return `${p.port}|${p.bindHost}|${p.bindPort}|${p.tlsFirst ? 'tls' : 'plain'}`;
+  return `${p.port}|${p.bindHost}|${p.bindPort}|${p.pgTls ? 'pg_tls' : p.tlsFirst ? 'tls' : 'plain'}`;
 }
 
 export class Listeners {
@@ -78,7 +79,7 @@ export class Listeners {
   }
 
   private bind(key: string, p: PortRoute, snap: Snapshot): Promise<Bound> {
-    const server = p.tlsFirst ? this.tlsServer(p.port, snap) : this.plainServer(p.port);
+    const server = p.pgTls ? this.pgTlsServer(p.port) : p.tlsFirst ? this.tlsServer(p.port, snap) : this.plainServer(p.port);
     server.maxConnections = snap.limits.maxConnections;
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => reject(new Error(`cannot listen on ${p.bindHost}:${p.bindPort} for public port ${p.port}: ${err.code ?? err.message}`));
@@ -87,7 +88,8 @@ export class Listeners {
         server.off('error', onError);
         server.on('error', (err) => this.ctx.log.proxy.error({ err, port: p.port }, 'listener error'));
         const a = server.address() as net.AddressInfo;
-        resolve({ key, port: p.port, tlsFirst: p.tlsFirst, server, address: `${a.address}:${a.port}` });
+        // pg_tls listeners are plain net.Servers that start TLS per socket: nothing to refresh.
+        resolve({ key, port: p.port, tlsFirst: p.tlsFirst && !p.pgTls, server, address: `${a.address}:${a.port}` });
       });
     });
   }
@@ -107,6 +109,68 @@ export class Listeners {
         return;
       }
       serveHttp1(this.ctx, socket, port, false, null);
+    });
+  }
+
+  /**
+   * `pg_tls`: a Postgres client first sends an 8-byte SSLRequest in the clear and waits for one
+   * byte, 'S', before its TLS ClientHello (PostgreSQL protocol, "SSL Session Encryption").
+   * GSSENCRequest is declined with 'N' (the client then asks for SSL); anything else is refused,
+   * because this port only speaks TLS. After the handshake the stream is raw TCP to the Machine.
+   */
+  private pgTlsServer(port: number): net.Server {
+    return net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+      this.track(socket);
+      const snap = this.ctx.holder.current;
+      socket.setTimeout(snap.limits.tlsHandshakeTimeoutMs, () => socket.destroy());
+      socket.on('error', () => socket.destroy());
+      let pending = Buffer.alloc(0);
+      const onData = (chunk: Buffer) => {
+        pending = Buffer.concat([pending, chunk]);
+        while (pending.length >= 8) {
+          const len = pending.readUInt32BE(0);
+          const code = pending.readUInt32BE(4);
+          if (len !== 8 || (code !== PG_SSL_REQUEST && code !== PG_GSSENC_REQUEST) || pending.length > 8) {
+            this.ctx.metrics.tlsErrors.labels(E.TLS_HANDSHAKE.code).inc();
+            socket.destroy();
+            return;
+          }
+          pending = pending.subarray(8);
+          if (code === PG_GSSENC_REQUEST) {
+            socket.write('N');
+            continue;
+          }
+          socket.off('data', onData);
+          socket.pause();
+          socket.write('S');
+          this.startPgTls(socket, port);
+          return;
+        }
+      };
+      socket.on('data', onData);
+    });
+  }
+
+  private startPgTls(socket: net.Socket, port: number): void {
+    const snap = this.ctx.holder.current;
+    const opts = tlsServerOptionsFor(this.ctx, port, snap);
+    delete opts.ALPNCallback; // Postgres clients do not negotiate ALPN before PG 17's direct TLS
+    const t = new tls.TLSSocket(socket, { isServer: true, ...opts, secureContext: tls.createSecureContext(opts) });
+    t.on('error', (err: Error) => {
+      this.ctx.metrics.tlsErrors.labels(classifyTlsError(err).code).inc();
+      t.destroy();
+      socket.destroy();
+    });
+    t.once('secure', () => {
+      socket.setTimeout(0);
+      const cur = this.ctx.holder.current;
+      const sni = typeof t.servername === 'string' ? normalizeHost(t.servername) : null;
+      const route = (sni !== null ? cur.lookupHost(sni)?.byPort.get(port) : undefined) ?? cur.ports.get(port)?.only ?? undefined;
+      if (route === undefined) {
+        t.destroy();
+        return;
+      }
+      forwardTcp(this.ctx, t, route, cur, unmap(socket.remoteAddress ?? ''), socket.remotePort ?? 0);
     });
   }
 
@@ -151,6 +215,9 @@ function closeServer(server: net.Server): Promise<void> {
   if (server.listening) server.close();
   return Promise.resolve();
 }
+
+const PG_SSL_REQUEST = 80877103;
+const PG_GSSENC_REQUEST = 80877104;
 
 function unmap(ip: string): string {
   return ip.startsWith('::ffff:') ? ip.slice(7) : ip;

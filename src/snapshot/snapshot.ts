@@ -92,6 +92,10 @@ export class PortRoute {
   readonly defaultSelfSigned: boolean;
   /** Every TLS version some app on this port allows (the listener enforces this range). */
   readonly tlsVersions: readonly TlsVersion[];
+  /** Postgres-aware TLS (`pg_tls`): answer the SSLRequest preamble, then terminate TLS. */
+  readonly pgTls: boolean;
+  /** The service when a single app uses this port (a client without SNI still has a route). */
+  readonly only: ServiceRoute | null;
   constructor(
     port: number,
     bindHost: string,
@@ -100,6 +104,8 @@ export class PortRoute {
     raw: ServiceRoute | null,
     defaultSelfSigned: boolean,
     tlsVersions: readonly TlsVersion[],
+    pgTls: boolean,
+    only: ServiceRoute | null,
   ) {
     this.port = port;
     this.bindHost = bindHost;
@@ -108,6 +114,8 @@ export class PortRoute {
     this.raw = raw;
     this.defaultSelfSigned = defaultSelfSigned;
     this.tlsVersions = tlsVersions;
+    this.pgTls = pgTls;
+    this.only = only;
   }
 }
 
