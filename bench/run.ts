@@ -15,6 +15,7 @@ import { ensureDebianPackages, type Dep } from '../test/helpers/deps.ts';
 import { freePort } from '../test/helpers/prometheus.ts';
 import { markdown, type Kind, type Run, type ScenarioResult } from './report.ts';
 import {
+  coreBusySeconds,
   prepareWorkdir,
   removeWorkdir,
   startNginxProxy,
@@ -147,6 +148,9 @@ async function main(): Promise<void> {
   }
 
   const loadStart = loadavg()[0]!;
+  if (loadStart > 0.5) {
+    console.log(`bench: load average ${loadStart.toFixed(2)}: other work is running and will skew absolute numbers (see "core 1 other busy %")`);
+  }
   const w: Workdir = await prepareWorkdir();
   const scratch = w.dir;
   const contenders: Contender[] = [];
@@ -203,10 +207,15 @@ async function main(): Promise<void> {
           }
           try {
             const cpu0 = c.pid === null ? null : await treeCpuSeconds(c.pid);
+            const core0 = await coreBusySeconds(PROXY_CORE);
+            const t0 = performance.now();
             const r = await s.run(c, seconds, scratch);
+            const wall = (performance.now() - t0) / 1000;
+            const coreBusy = (await coreBusySeconds(PROXY_CORE)) - core0;
             const cpu = c.pid === null || cpu0 === null ? null : (await treeCpuSeconds(c.pid)) - cpu0;
-            runs[c.name]!.push({ ...r, proxyCpuSeconds: cpu });
-            console.log(`${tag}  ${summary(r, s.kind, cpu)}`);
+            const other = Math.max(0, ((coreBusy - (cpu ?? 0)) / wall) * 100);
+            runs[c.name]!.push({ ...r, proxyCpuSeconds: cpu, proxyCoreOtherPct: other });
+            console.log(`${tag}  ${summary(r, s.kind, cpu)}  core ${PROXY_CORE} other ${other.toFixed(0)} %`);
           } catch (err) {
             runs[c.name]!.push((err as Error).message);
             console.log(`${tag}  FAILED: ${(err as Error).message}`);

@@ -312,6 +312,19 @@ export async function treeCpuSeconds(pid: number): Promise<number> {
   return total / CLK_TCK;
 }
 
+/**
+ * Busy CPU seconds of one core so far, whoever used it (/proc/stat: everything but idle and
+ * iowait, steal included). The proxy core should be busy with the proxy only; the difference
+ * shows other work on a shared machine skewing a run.
+ */
+export async function coreBusySeconds(core: number): Promise<number> {
+  const stat = await readFile('/proc/stat', 'utf8');
+  const line = stat.split('\n').find((l) => l.startsWith(`cpu${core} `));
+  if (!line) return NaN;
+  const [user, nice, system, , , irq, softirq, steal] = line.split(/\s+/).slice(1).map(Number) as number[];
+  return (user! + nice! + system! + irq! + softirq! + steal!) / CLK_TCK;
+}
+
 export async function removeWorkdir(w: Workdir): Promise<void> {
   await rm(w.dir, { recursive: true, force: true });
 }

@@ -223,7 +223,7 @@ t.test('a large transfer flows with backpressure both ways', async (t) => {
   const srv2 = await tcpServer((s) => (machine2 = s));
   t.teardown(() => srv2.close());
   p.writeApp('bulk', tcpApp('bulk', 5432, [{ id: 'bulk-2', port: srv2.port }]));
-  t.ok((await p.daemon.reload()).ok);
+  t.ok((await p.daemon.reload()).ok, 'reload to a second Machine');
   const c2 = net.connect({ port: p.port(5432), host: '127.0.0.1' });
   c2.on('error', () => undefined);
   c2.pause();
@@ -342,7 +342,6 @@ t.test('proxy_proto v1 and v2: the Machine sees the real client address first, t
     const c = await connect(p.port(pub));
     // Sent at once: the header must come before these bytes, and they must follow unchanged.
     c.socket.write('PROXY TCP4 6.6.6.6 6.6.6.6 1 1\r\nhello');
-    const got = await receive(c, 1);
     await pollUntil(() => c.data().toString().endsWith('hello'), 'the echo');
     const { info, rest } = splitInfo(c.data());
     t.same(
@@ -351,7 +350,6 @@ t.test('proxy_proto v1 and v2: the Machine sees the real client address first, t
       `v${version}: real client address and port, and the address it connected to`,
     );
     t.equal(rest, 'PROXY TCP4 6.6.6.6 6.6.6.6 1 1\r\nhello', `v${version}: a client-sent PROXY line is just data after ours`);
-    t.ok(got.length > 0);
     c.socket.destroy();
   }
   const s = tls.connect({ host: '127.0.0.1', port: p.port(5442), servername: 'pptls.test', ca: cert.certPem });

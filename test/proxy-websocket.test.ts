@@ -5,6 +5,7 @@
 // by the `process` driver, and a WebSocket origin in this file whose server side the test sees.
 
 import t from 'tap';
+import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
@@ -12,7 +13,7 @@ import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { connectWs, encodeFrame, FrameDecoder, OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT, WsHandshakeError, type Frame } from '../demo/ws-client.ts';
-import { DEMO_MACHINE, KeepAliveConn, get, pollUntil, startOrigin, startPetrel, type Petrel } from './helpers/petrel.ts';
+import { DEMO_MACHINE, ROOT, KeepAliveConn, get, pollUntil, startOrigin, startPetrel, type Petrel } from './helpers/petrel.ts';
 
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
@@ -349,4 +350,44 @@ t.test('one access line per WebSocket, with status 101', async (t) => {
   t.equal(l['method'], 'GET');
   t.equal(l['code'], '');
   t.ok((l['bytes_in'] as number) > 0 && (l['bytes_out'] as number) > 0, 'tunnel bytes counted');
+});
+
+/** Runs demo/ws-client.ts as a user would; resolves with exit code and output. */
+function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [path.join(ROOT, 'demo', 'ws-client.ts'), ...args], { env: { ...process.env, ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : -1;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+t.test('demo/ws-client.ts CLI: *.localhost dialled on loopback, ws:// and wss:// (-k / PETREL_INSECURE=1)', async (t) => {
+  const origin = await startWsOrigin();
+  const p = await startPetrel({
+    apps: {
+      hello: staticHttpApp('hello', origin.port).replace('[http_service]', 'hostnames = ["hello.localhost"]\n\n[http_service]') + '\n[http_service.tls_options]\ndefault_self_signed = true\n',
+    },
+  });
+  t.teardown(async () => {
+    await p.stop();
+    await origin.close();
+  });
+  const plain = await runCli([`ws://hello.localhost:${p.httpPort}/`, 'hi', 'there']);
+  t.equal(plain.code, 0, plain.stderr);
+  t.equal(plain.stdout, 'origin: hi there\n', 'reply printed');
+  t.equal(origin.conns[0]?.req.headers['host'], `hello.localhost:${p.httpPort}`, 'Host is the URL authority');
+  t.ok(origin.conns[0]?.frames.some((f) => f.opcode === OP_CLOSE), 'closed with a close frame');
+
+  const strict = await runCli([`wss://hello.localhost:${p.httpsPort}/`, 'secure']);
+  t.equal(strict.code, 1, 'self-signed certificate refused without -k');
+  t.match(strict.stderr, /-k/, 'and the error says what to do');
+  const k = await runCli(['-k', `wss://hello.localhost:${p.httpsPort}/`, 'secure']);
+  t.equal(k.code, 0, k.stderr);
+  t.equal(k.stdout, 'origin: secure\n');
+  const env = await runCli([`wss://hello.localhost:${p.httpsPort}/`, 'by env'], { PETREL_INSECURE: '1' });
+  t.equal(env.stdout, 'origin: by env\n', 'PETREL_INSECURE=1 works like -k');
+  const usage = await runCli([]);
+  t.equal(usage.code, 2);
+  t.match(usage.stderr, /^usage: /);
 });

@@ -24,9 +24,10 @@ export function connectErrorDef(err: NodeJS.ErrnoException): ProxyErrorDef {
 }
 
 /** Resolves with a connected socket (no timeout left armed) or rejects with a ConnectError. */
-export function connectTo(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
+export function connectTo(host: string, port: number, timeoutMs: number, allowHalfOpen = false): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const s = net.connect({ host, port, noDelay: true });
+    // allowHalfOpen for raw TCP: a Machine that finishes sending may still be reading.
+    const s = net.connect({ host, port, noDelay: true, allowHalfOpen });
     const onError = (err: NodeJS.ErrnoException) => {
       s.destroy();
       reject(new ConnectError(connectErrorDef(err), `${host}:${port}: ${err.code ?? err.message}`));

@@ -17,6 +17,8 @@ export class ProxyContext {
   readonly tcpSplices: Set<net.Socket>;
   /** Open HTTP/1.x client connections, so a drain can close the idle ones at once. */
   readonly h1Conns: Set<{ drainIdle(): void }>;
+  /** Public port -> the port actually bound (differs when remapped or bound to port 0). */
+  readonly boundPorts: Map<number, number>;
   /** Set when shutdown begins: keep-alive connections close after their current request. */
   draining: boolean;
 
@@ -26,6 +28,7 @@ export class ProxyContext {
     this.metrics = metrics;
     this.tcpSplices = new Set();
     this.h1Conns = new Set();
+    this.boundPorts = new Map();
     this.draining = false;
   }
 

@@ -770,7 +770,7 @@ export class Downstream implements Sweepable {
   // ---- answers made by the proxy ----
 
   private redirectHttps(host: string, head: RequestHead): void {
-    const loc = httpsLocation(this.snap, host, head.path);
+    const loc = httpsLocation(this.ctx.boundPorts.get(443), host, head.path);
     const x = this.x;
     x.status = 301;
     const body = Buffer.from(`Moved to ${loc}\n`);

@@ -88,6 +88,7 @@ export class Listeners {
         server.off('error', onError);
         server.on('error', (err) => this.ctx.log.proxy.error({ err, port: p.port }, 'listener error'));
         const a = server.address() as net.AddressInfo;
+        this.ctx.boundPorts.set(p.port, a.port);
         // pg_tls listeners are plain net.Servers that start TLS per socket: nothing to refresh.
         resolve({ key, port: p.port, tlsFirst: p.tlsFirst && !p.pgTls, server, address: `${a.address}:${a.port}` });
       });
@@ -181,9 +182,17 @@ export class Listeners {
       socket.setNoDelay(true);
       const cur = this.ctx.holder.current;
       const sni = typeof socket.servername === 'string' ? normalizeHost(socket.servername) : null;
-      const route = sni !== null ? cur.lookupHost(sni)?.byPort.get(port) : undefined;
+      const pr = cur.ports.get(port);
+      // No SNI (a client dialling an IP) or a name without an app: the port's only app, if any.
+      const route = (sni !== null ? cur.lookupHost(sni)?.byPort.get(port) : undefined) ?? pr?.only ?? undefined;
       if (route !== undefined && !route.http) {
         forwardTcp(this.ctx, socket, route, cur, unmap(socket.remoteAddress ?? ''), socket.remotePort ?? 0);
+        return;
+      }
+      if (route === undefined && pr !== undefined && !pr.anyHttp) {
+        // A raw TLS port must never answer in HTTP: nothing here can take this connection.
+        this.ctx.metrics.tlsErrors.labels(E.NO_CERT.code).inc();
+        socket.destroy();
         return;
       }
       if (socket.alpnProtocol === 'h2') {

@@ -49,9 +49,11 @@ export function routeHttp(snap: Snapshot, port: number, sni: string | null, rawH
   return out;
 }
 
-/** Location for `force_https`: the node's public TLS port, with its bind port when remapped. */
-export function httpsLocation(snap: Snapshot, host: string, path: string): string {
-  const p443 = snap.ports.get(443);
-  const port = p443 !== undefined && p443.bindPort !== 443 ? `:${p443.bindPort}` : '';
+/**
+ * Location for `force_https`: the node's public TLS port. `boundTlsPort` is where public port
+ * 443 is really bound (remapped in the demo, or port 0 in tests); 443 needs no port in the URL.
+ */
+export function httpsLocation(boundTlsPort: number | undefined, host: string, path: string): string {
+  const port = boundTlsPort !== undefined && boundTlsPort !== 443 ? `:${boundTlsPort}` : '';
   return `https://${host}${port}${path === '*' ? '/' : path}`;
 }

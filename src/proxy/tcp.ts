@@ -35,7 +35,7 @@ export async function acquireAndConnect(ctx: ProxyContext, x: Exchange, route: S
     x.holdsLoad = true;
     const t1 = performance.now();
     try {
-      const s = await connectTo(got.machine.host, got.port, limits.connectTimeoutMs);
+      const s = await connectTo(got.machine.host, got.port, limits.connectTimeoutMs, true);
       x.connectMs += performance.now() - t1;
       return s;
     } catch (err) {

@@ -71,7 +71,7 @@ export function buildSnapshot(inp: BuildInputs): Snapshot {
     for (const u of users) if (u.tls) for (const v of u.port.tls.versions) versions.add(v);
     const pgTls = users[0]!.port.handlers[0] === 'pg_tls';
     const only = users.length === 1 ? users[0]! : null;
-    ports.set(port, new PortRoute(port, bindHost, bindPort, tlsFirst, raw, defaultSelfSigned, Object.freeze([...versions].sort()), pgTls, only));
+    ports.set(port, new PortRoute(port, bindHost, bindPort, tlsFirst, raw, defaultSelfSigned, Object.freeze([...versions].sort()), pgTls, only, users.some((u) => u.http)));
   }
   metrics.retainApps(new Set(apps.keys()));
   return new Snapshot(inp.version, node, apps, exact, wildcard, ports, inp.certs);

@@ -96,6 +96,8 @@ export class PortRoute {
   readonly pgTls: boolean;
   /** The service when a single app uses this port (a client without SNI still has a route). */
   readonly only: ServiceRoute | null;
+  /** Some app on this port has the `http` handler (Host routing is possible). */
+  readonly anyHttp: boolean;
   constructor(
     port: number,
     bindHost: string,
@@ -106,6 +108,7 @@ export class PortRoute {
     tlsVersions: readonly TlsVersion[],
     pgTls: boolean,
     only: ServiceRoute | null,
+    anyHttp: boolean,
   ) {
     this.port = port;
     this.bindHost = bindHost;
@@ -116,6 +119,7 @@ export class PortRoute {
     this.tlsVersions = tlsVersions;
     this.pgTls = pgTls;
     this.only = only;
+    this.anyHttp = anyHttp;
   }
 }
 
