@@ -162,12 +162,11 @@ async function main(): Promise<void> {
   process.once('SIGINT', () => void stopAll().then(() => process.exit(130)));
 
   try {
-    const port = async (): Promise<number> => freePort();
-    const origin = await startOrigin(w, LOAD_CORE, { http: await port(), https: await port() });
+    const origin = await startOrigin(w, LOAD_CORE, { http: await freePort(), https: await freePort() });
     contenders.push(origin);
     const starters: Record<string, () => Promise<Contender>> = {
-      nginx: async () => startNginxProxy(w, PROXY_CORE, { http: await port(), https: await port() }, origin.httpPort),
-      petrel: async () => startPetrel(w, PROXY_CORE, { http: await port(), https: await port(), admin: await port() }, origin.httpPort),
+      nginx: async () => startNginxProxy(w, PROXY_CORE, { http: await freePort(), https: await freePort() }, origin.httpPort),
+      petrel: async () => startPetrel(w, PROXY_CORE, { http: await freePort(), https: await freePort(), admin: await freePort() }, origin.httpPort),
     };
     const active: Contender[] = wanted.includes('direct') ? [origin] : [];
     for (const name of ['nginx', 'petrel'].filter((n) => wanted.includes(n))) {

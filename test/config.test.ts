@@ -143,6 +143,7 @@ t.test('node config defaults', async (t) => {
     maxConnections: 50_000,
     shutdownTimeoutMs: 30_000,
     h2MaxConcurrentStreams: 100,
+    tunnelIdleTimeoutMs: 3_600_000,
   });
   t.same(defaultLimits(), node.limits);
   t.ok(isDeepFrozen(node));

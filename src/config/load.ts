@@ -508,6 +508,7 @@ const LIMITS: { readonly [F in keyof Limits]: LimitSpec } = {
   maxConnections: { key: 'max_connections', unit: 'count', fallback: 50_000, min: 1 },
   shutdownTimeoutMs: { key: 'shutdown_timeout', unit: 'ms', fallback: 30_000, min: 1 },
   h2MaxConcurrentStreams: { key: 'h2_max_concurrent_streams', unit: 'count', fallback: 100, min: 1 },
+  tunnelIdleTimeoutMs: { key: 'tunnel_idle_timeout', unit: 'ms', fallback: 3_600_000, min: 1 },
 };
 
 function nodeFromDocument(doc: TomlDocument, file: string, env: Env): NodeConfig {

@@ -757,6 +757,9 @@ export class Downstream implements Sweepable {
     client.removeListener('drain', this.onDrain);
     us.on('error', this.onTunnelClose);
     us.on('close', this.onTunnelClose);
+    // Bounded like every other wait: a tunnel with no bytes either way for this long is closed.
+    us.setTimeout(this.snap.limits.tunnelIdleTimeoutMs, this.onTunnelClose);
+    client.setTimeout(this.snap.limits.tunnelIdleTimeoutMs, this.onTunnelClose);
     us.pipe(client);
     client.pipe(us);
     client.resume();

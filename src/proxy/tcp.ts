@@ -117,6 +117,10 @@ function splice(ctx: ProxyContext, x: Exchange, client: net.Socket, up: net.Sock
   const onClose = () => end(null, '');
   up.on('close', onClose);
   client.on('close', onClose);
+  // No bytes either way for this long: closed (socket timeouts reset on activity in each direction).
+  const idle = x.snapshot!.limits.tunnelIdleTimeoutMs;
+  up.setTimeout(idle, onClose);
+  client.setTimeout(idle, onClose);
   client.pipe(up);
   up.pipe(client);
   client.resume();
