@@ -144,6 +144,7 @@ t.test('node config defaults', async (t) => {
     shutdownTimeoutMs: 30_000,
     h2MaxConcurrentStreams: 100,
     tunnelIdleTimeoutMs: 3_600_000,
+    drainIdleTimeoutMs: 1_000,
   });
   t.same(defaultLimits(), node.limits);
   t.ok(isDeepFrozen(node));

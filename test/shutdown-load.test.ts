@@ -6,7 +6,7 @@
 import http from 'node:http';
 import http2 from 'node:http2';
 import https from 'node:https';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { requireBinary } from './helpers/deps.ts';
 import {
   DEMO_MACHINE,
@@ -213,6 +213,3 @@ cmd = ["node", ${JSON.stringify(DEMO_MACHINE)}]
   t.notOk(pidAlive(pid), `the Machine process ${pid} is gone after petrel exits`);
   t.match(p.stdout.join('\n'), /Machine stopped/, 'logs the Machine stop');
 });
-
-// Keep the Test type import used for editors that strip unused imports.
-export type { Test };

@@ -43,7 +43,11 @@ export class Selector {
     let sawUsable = false;
     for (let i = 0; i < slots.length; i++) {
       const s = slots[i]!;
-      if (!usable(s, exclude)) continue;
+      if (!usable(s, exclude)) {
+        // A Machine still booting within its grace period is capacity about to appear.
+        if (s.warming && s.machine.routable) sawUsable = true;
+        continue;
+      }
       sawUsable = true;
       const load = s.load;
       if (load >= hardLimit) continue;

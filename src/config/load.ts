@@ -509,6 +509,7 @@ const LIMITS: { readonly [F in keyof Limits]: LimitSpec } = {
   shutdownTimeoutMs: { key: 'shutdown_timeout', unit: 'ms', fallback: 30_000, min: 1 },
   h2MaxConcurrentStreams: { key: 'h2_max_concurrent_streams', unit: 'count', fallback: 100, min: 1 },
   tunnelIdleTimeoutMs: { key: 'tunnel_idle_timeout', unit: 'ms', fallback: 3_600_000, min: 1 },
+  drainIdleTimeoutMs: { key: 'drain_idle_timeout', unit: 'ms', fallback: 1_000, min: 1 },
 };
 
 function nodeFromDocument(doc: TomlDocument, file: string, env: Env): NodeConfig {

@@ -50,6 +50,7 @@ export interface Limits {
   readonly maxConnections: number; // max_connections (whole node)
   readonly shutdownTimeoutMs: number; // shutdown_timeout: drain deadline on SIGTERM
   readonly h2MaxConcurrentStreams: number; // h2_max_concurrent_streams
+  readonly drainIdleTimeoutMs: number; // drain_idle_timeout: during shutdown, how long an idle keep-alive connection may still send a last request
   readonly tunnelIdleTimeoutMs: number; // tunnel_idle_timeout: WebSockets and raw TCP with no bytes either way
 }
 

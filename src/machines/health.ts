@@ -68,6 +68,9 @@ class MachineWatch {
   }
 }
 
+/** Probe period while a started Machine has not passed its checks yet. */
+const WARMING_PROBE_MS = 50;
+
 export class HealthChecker {
   private readonly logger: Logger;
   private readonly watches = new Map<MachineRuntime, MachineWatch>();
@@ -137,7 +140,11 @@ export class HealthChecker {
         continue;
       }
       w.slots.push(sw);
-      if (prev === undefined) this.set(w, sw, true, 'started, within grace period');
+      if (prev === undefined) {
+        // Just started: no traffic until the checks first pass; requests wait for it meanwhile.
+        sw.slot.healthy = false;
+        sw.slot.warming = true;
+      }
       for (const r of sw.runs) {
         if (m.startedAt + r.check.gracePeriodMs > performance.now()) this.armGrace(w, sw, r);
         void this.run(w, sw, r);
@@ -216,32 +223,53 @@ export class HealthChecker {
     r.lastError = failure ?? '';
     this.evaluate(w, sw);
     // Next run one interval after this one began, never overlapping (a slow probe delays it).
-    r.timer = setTimeout(() => void this.run(w, sw, r), Math.max(0, c.intervalMs - (performance.now() - t0)));
+    // While the Machine boots, probe often so it takes traffic as soon as it is ready.
+    const period = sw.slot.warming ? Math.min(c.intervalMs, WARMING_PROBE_MS) : c.intervalMs;
+    r.timer = setTimeout(() => void this.run(w, sw, r), Math.max(0, period - (performance.now() - t0)));
     r.timer.unref();
   }
 
   private evaluate(w: MachineWatch, sw: SlotWatch): void {
     const now = performance.now();
     let failing: CheckRun | null = null;
-    let unknown = false;
+    let pending = false;
+    let graceLeft = false;
     for (const r of sw.runs) {
-      if (r.lastOk === true || now < w.m.startedAt + r.check.gracePeriodMs) continue;
+      if (r.lastOk === true) continue;
+      if (now < w.m.startedAt + r.check.gracePeriodMs) {
+        // Within the grace period a failure does not count yet: the Machine may still be booting.
+        pending = true;
+        graceLeft = true;
+        continue;
+      }
       if (r.lastOk === false) {
         failing = r;
         break;
       }
-      unknown = true;
+      pending = true; // no result yet
     }
-    if (failing !== null) this.set(w, sw, false, `check ${failing.check.name} failed: ${failing.lastError}`);
-    else if (!unknown) this.set(w, sw, true, 'checks passing');
+    const slot = sw.slot;
+    const first = slot.warming;
+    if (slot.warming) {
+      // Warming ends with the first full pass, a failure past the grace, or the end of the grace.
+      if (failing === null && pending && graceLeft) return;
+      slot.warming = false;
+      if (failing === null && pending) {
+        this.set(w, sw, false, 'checks did not pass within the grace period', true);
+        return;
+      }
+    }
+    // A Machine that never passed was already out of routing: still say once that it failed.
+    if (failing !== null) this.set(w, sw, false, `check ${failing.check.name} failed: ${failing.lastError}`, first);
+    else if (!pending) this.set(w, sw, true, first ? 'checks passed after start' : 'checks passing');
   }
 
-  private set(w: MachineWatch, sw: SlotWatch, healthy: boolean, reason: string): void {
+  private set(w: MachineWatch, sw: SlotWatch, healthy: boolean, reason: string, announce = false): void {
     const slot = sw.slot;
-    if (slot.healthy === healthy) return;
+    if (slot.healthy === healthy && !announce) return;
     slot.healthy = healthy;
     const fields = { machine: w.m.id, app: w.m.app, internalPort: slot.internalPort, reason };
-    if (healthy) this.logger.info(fields, 'Machine service healthy; back in routing');
+    if (healthy) this.logger.info(fields, reason === 'checks passed after start' ? 'Machine service ready; in routing' : 'Machine service healthy; back in routing');
     else this.logger.warn(fields, 'Machine service checks failing; out of routing');
     for (const cb of this.listeners) {
       try {

@@ -26,16 +26,22 @@ export class MachineSlot {
   /** Service checks pass (or the service has none). Written by the health checker. */
   healthy: boolean;
   /**
-   * Whether the service has checks. When it does, the health checker sets `healthy` true when the
-   * Machine starts (grace period) and false after a failed check past the grace (see health.ts).
+   * Whether the service has checks. When it does, a freshly started Machine gets traffic only
+   * after its checks first pass (no cold-start 502s); see health.ts.
    */
   hasChecks: boolean;
+  /**
+   * Started, checks not passed yet, still within the grace period: not routable, but worth
+   * waiting for, so requests queue (bounded) instead of getting 503 while Machines boot.
+   */
+  warming: boolean;
   constructor(machine: MachineRuntime, internalPort: number) {
     this.machine = machine;
     this.internalPort = internalPort;
     this.load = 0;
     this.healthy = true;
     this.hasChecks = false;
+    this.warming = false;
   }
   /** The host port this service is reached on (process Machines get allocated ports). */
   get port(): number {

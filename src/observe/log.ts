@@ -20,6 +20,12 @@ export interface Loggers {
 
 export function makeLoggers(level: LogLevel, destination?: pino.DestinationStream): Loggers {
   const dest = destination ?? pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  // Batched writes are cheap under load; on a quiet node the timer bounds how long a line waits
+  // (start-up, reload and error lines must show up promptly, and survive a crash soon after).
+  if (destination === undefined) {
+    const flusher = setInterval(() => (dest as unknown as { flush(): void }).flush(), 250);
+    flusher.unref();
+  }
   const root = pino(
     {
       level,

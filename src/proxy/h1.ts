@@ -49,6 +49,7 @@ const D_IDLE = 1; // keep-alive idle between requests: close quietly
 const D_HEAD = 2; // header read timeout (slowloris): 408
 const D_RESPONSE = 3; // upstream response head timeout: 504
 const D_BODY = 4; // request body stalled: 408
+const D_DRAIN = 5; // shutting down: an idle connection's last chance to send a request
 
 const SERVER_MASK = 1 << H_SERVER;
 
@@ -232,10 +233,17 @@ export class Downstream implements Sweepable {
     ctx.h1Conns.add(this);
   }
 
-  /** Shutdown: an idle connection closes now, a busy one after its current response. */
+  /**
+   * Shutdown. A busy connection closes after its current response. An idle one gets a short
+   * grace: a request may already be on its way (in the kernel, unread), and closing under it
+   * would lose it; whatever arrives is answered with `connection: close`.
+   */
   drainIdle(): void {
-    if (this.state === S_HEAD && this.parser.buffered === 0) this.close();
-    else this.keepAlive = false;
+    if (this.state === S_HEAD && this.parser.buffered === 0) {
+      if (this.deadlineKind !== D_DRAIN) this.setDeadline(D_DRAIN, this.snap.limits.drainIdleTimeoutMs);
+    } else {
+      this.keepAlive = false;
+    }
   }
 
   // ---- client input ----
@@ -263,7 +271,7 @@ export class Downstream implements Sweepable {
       return;
     }
     if (n === 0) {
-      if (this.deadlineKind === D_IDLE) this.setDeadline(D_HEAD, this.snap.limits.headerReadTimeoutMs);
+      if (this.deadlineKind === D_IDLE || this.deadlineKind === D_DRAIN) this.setDeadline(D_HEAD, this.snap.limits.headerReadTimeoutMs);
       return;
     }
     const rest = off + n;
@@ -569,6 +577,7 @@ export class Downstream implements Sweepable {
     this.resStarted = true;
     this.resKind = rh.bodyKind;
     x.status = rh.status;
+    if (this.ctx.draining) this.keepAlive = false;
     this.deadlineKind = D_NONE;
     this.deadline = Infinity;
     if (!rh.keepAlive || rh.bodyKind === BODY_CLOSE) this.up!.reusable = false;
@@ -656,14 +665,16 @@ export class Downstream implements Sweepable {
   private nextRequest(): void {
     this.head = null;
     this.retained = null;
-    if (!this.keepAlive || this.ctx.draining) {
+    if (!this.keepAlive) {
       this.state = S_CLOSED;
       this.socket.end();
       return;
     }
     this.state = S_HEAD;
     this.parser.reset();
-    this.setDeadline(D_IDLE, this.route?.idleTimeoutMs ?? this.snap.limits.idleTimeoutMs);
+    // Draining, but the response already promised keep-alive: allow the short drain grace.
+    if (this.ctx.draining) this.setDeadline(D_DRAIN, this.snap.limits.drainIdleTimeoutMs);
+    else this.setDeadline(D_IDLE, this.route?.idleTimeoutMs ?? this.snap.limits.idleTimeoutMs);
     const p = this.pending;
     this.pending = null;
     if (p !== null) this.readHead(p, 0);
@@ -843,6 +854,7 @@ export class Downstream implements Sweepable {
     this.deadline = Infinity;
     switch (kind) {
       case D_IDLE:
+      case D_DRAIN:
         if (this.parser.buffered === 0) return this.close();
         return this.respondHeadTimeout();
       case D_HEAD:
@@ -874,7 +886,8 @@ export class Downstream implements Sweepable {
     // Client half-closed. If it is between requests, we are done; mid-request, the response
     // still goes out and the connection closes after it.
     // Before anything went upstream there is nobody left to answer: give up the request.
-    if (this.state === S_HEAD || this.state === S_ROUTE) return this.close();
+    // Likewise mid-body: the body can never complete, so holding the Machine would be waste.
+    if (this.state === S_HEAD || this.state === S_ROUTE || this.state === S_BODY) return this.close();
     if (this.state !== S_TUNNEL) this.keepAlive = false;
   };
 
