@@ -208,6 +208,9 @@ http {${NGINX_HTTP(w.dir, 'nginx')}
     listen 127.0.0.1:${ports.https} ssl;
     ssl_certificate ${w.certPem};
     ssl_certificate_key ${w.keyPem};
+    # Both proxies log every request (petrel's access log is always on): buffered, as an
+    # operator would run it.
+    access_log ${w.dir}/nginx-access.log combined buffer=64k flush=1s;
     location / {
       proxy_pass http://origin;
       proxy_http_version 1.1;

@@ -23,7 +23,11 @@ export function makeLoggers(level: LogLevel, destination?: pino.DestinationStrea
   // Batched writes are cheap under load; on a quiet node the timer bounds how long a line waits
   // (start-up, reload and error lines must show up promptly, and survive a crash soon after).
   if (destination === undefined) {
-    const flusher = setInterval(() => (dest as unknown as { flush(): void }).flush(), 250);
+    // sonic-boom's buffered length (`_len`) is not public API; without it, flush unconditionally.
+    const boom = dest as unknown as { flush(): void; _len?: number };
+    const flusher = setInterval(() => {
+      if (boom._len === undefined || boom._len > 0) boom.flush();
+    }, 250);
     flusher.unref();
   }
   const root = pino(
