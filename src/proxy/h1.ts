@@ -30,6 +30,7 @@ import {
   responseHeadString,
 } from './http1/index.ts';
 import { AddressPool, Pools, type Pooled } from './pool.ts';
+import { peerAddress } from './host.ts';
 import { requestId } from './requestId.ts';
 import { RouteResult, httpsLocation, routeHttp } from './route.ts';
 import { unwatch, watch, type Sweepable } from './sweeper.ts';
@@ -187,7 +188,7 @@ export class Downstream implements Sweepable {
     this.port = port;
     this.tls = tls;
     this.sni = sni;
-    this.clientIp = unmap(socket.remoteAddress ?? '');
+    this.clientIp = peerAddress(socket.remoteAddress ?? '');
     this.clientPort = socket.remotePort ?? 0;
     this.baseHeaders =
       `fly-client-ip: ${this.clientIp}\r\n` +
@@ -942,10 +943,6 @@ function markDrops(h: ResponseHead, names: ReadonlySet<string>): void {
       h.dropCount++;
     }
   }
-}
-
-function unmap(ip: string): string {
-  return ip.startsWith('::ffff:') ? ip.slice(7) : ip;
 }
 
 /** Entry for plaintext listeners and TLS connections that negotiated HTTP/1.1 (or nothing). */

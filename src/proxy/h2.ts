@@ -13,6 +13,7 @@ import { QUEUE, tryAcquire, waitForCapacity } from './capacity.ts';
 import type { ProxyContext } from './context.ts';
 import { E, errorBody, type ProxyErrorDef } from './errors.ts';
 import { Exchange, finishExchange } from './exchange.ts';
+import { peerAddress } from './host.ts';
 import { requestId } from './requestId.ts';
 import { RouteResult, routeHttp } from './route.ts';
 import { connectErrorDef } from './connect.ts';
@@ -99,7 +100,7 @@ export class H2Frontend {
   private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, port: number, sni: string | null, socket: tls.TLSSocket): void {
     const snap = this.ctx.holder.current;
     const x = new Exchange();
-    const clientIp = unmap(socket.remoteAddress ?? '');
+    const clientIp = peerAddress(socket.remoteAddress ?? '');
     x.reset(snap, 'h2', clientIp, performance.now());
     x.method = String(headers[':method'] ?? '');
     x.target = String(headers[':path'] ?? '');
@@ -279,8 +280,4 @@ export class H2Frontend {
 function addHeader(h: http2.OutgoingHttpHeaders, name: string, v: string): void {
   const prev = h[name];
   h[name] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [String(prev), v];
-}
-
-function unmap(ip: string): string {
-  return ip.startsWith('::ffff:') ? ip.slice(7) : ip;
 }

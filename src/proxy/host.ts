@@ -31,3 +31,8 @@ export function normalizeHost(raw: string): string | null {
   const h = end === raw.length ? raw : raw.slice(0, end);
   return lower ? h.toLowerCase() : h;
 }
+
+/** A peer address as apps expect it: IPv4-mapped IPv6 (`::ffff:1.2.3.4`) shown as plain IPv4. */
+export function peerAddress(ip: string): string {
+  return ip.startsWith('::ffff:') && ip.indexOf('.') !== -1 ? ip.slice(7) : ip;
+}

@@ -11,7 +11,7 @@ import type { ProxyContext } from './context.ts';
 import { H2Frontend } from './h2.ts';
 import { serveHttp1 } from './h1.ts';
 import { E } from './errors.ts';
-import { normalizeHost } from './host.ts';
+import { normalizeHost, peerAddress } from './host.ts';
 import { forwardTcp } from './tcp.ts';
 import { classifyTlsError } from '../tls/sni.ts';
 import { refreshTlsServer, tlsServerOptionsFor } from './tlsGlue.ts';
@@ -106,7 +106,7 @@ export class Listeners {
       const snap = this.ctx.holder.current;
       const pr = snap.ports.get(port);
       if (pr !== undefined && pr.raw !== null) {
-        forwardTcp(this.ctx, socket, pr.raw, snap, unmap(socket.remoteAddress ?? ''), socket.remotePort ?? 0);
+        forwardTcp(this.ctx, socket, pr.raw, snap, peerAddress(socket.remoteAddress ?? ''), socket.remotePort ?? 0);
         return;
       }
       serveHttp1(this.ctx, socket, port, false, null);
@@ -171,7 +171,7 @@ export class Listeners {
         t.destroy();
         return;
       }
-      forwardTcp(this.ctx, t, route, cur, unmap(socket.remoteAddress ?? ''), socket.remotePort ?? 0);
+      forwardTcp(this.ctx, t, route, cur, peerAddress(socket.remoteAddress ?? ''), socket.remotePort ?? 0);
     });
   }
 
@@ -186,7 +186,7 @@ export class Listeners {
       // No SNI (a client dialling an IP) or a name without an app: the port's only app, if any.
       const route = (sni !== null ? cur.lookupHost(sni)?.byPort.get(port) : undefined) ?? pr?.only ?? undefined;
       if (route !== undefined && !route.http) {
-        forwardTcp(this.ctx, socket, route, cur, unmap(socket.remoteAddress ?? ''), socket.remotePort ?? 0);
+        forwardTcp(this.ctx, socket, route, cur, peerAddress(socket.remoteAddress ?? ''), socket.remotePort ?? 0);
         return;
       }
       if (route === undefined && pr !== undefined && !pr.anyHttp) {
@@ -227,7 +227,3 @@ function closeServer(server: net.Server): Promise<void> {
 
 const PG_SSL_REQUEST = 80877103;
 const PG_GSSENC_REQUEST = 80877104;
-
-function unmap(ip: string): string {
-  return ip.startsWith('::ffff:') ? ip.slice(7) : ip;
-}

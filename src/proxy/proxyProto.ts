@@ -2,10 +2,11 @@
 // sees the real client address. Spec: haproxy.org PROXY protocol v1 (text) and v2 (binary).
 
 import { isIPv4, isIPv6 } from 'node:net';
+import { peerAddress } from './host.ts';
 
 export function proxyHeaderV1(srcIp: string, srcPort: number, dstIp: string, dstPort: number): Buffer {
-  const src = unmapV4(srcIp);
-  const dst = unmapV4(dstIp);
+  const src = peerAddress(srcIp);
+  const dst = peerAddress(dstIp);
   const v4 = isIPv4(src) && isIPv4(dst);
   const v6 = !v4 && isIPv6(src) && isIPv6(dst);
   if (!v4 && !v6) return Buffer.from('PROXY UNKNOWN\r\n', 'latin1');
@@ -15,8 +16,8 @@ export function proxyHeaderV1(srcIp: string, srcPort: number, dstIp: string, dst
 const V2_SIG = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
 
 export function proxyHeaderV2(srcIp: string, srcPort: number, dstIp: string, dstPort: number): Buffer {
-  const src = unmapV4(srcIp);
-  const dst = unmapV4(dstIp);
+  const src = peerAddress(srcIp);
+  const dst = peerAddress(dstIp);
   if (isIPv4(src) && isIPv4(dst)) {
     const b = Buffer.alloc(16 + 12);
     V2_SIG.copy(b, 0);
@@ -48,10 +49,6 @@ export function proxyHeaderV2(srcIp: string, srcPort: number, dstIp: string, dst
   b[12] = 0x20;
   b[13] = 0x00;
   return b;
-}
-
-function unmapV4(ip: string): string {
-  return ip.startsWith('::ffff:') && isIPv4(ip.slice(7)) ? ip.slice(7) : ip;
 }
 
 function writeV4(b: Buffer, off: number, ip: string): void {
