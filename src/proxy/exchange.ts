@@ -6,35 +6,12 @@ import type { MachineSlot } from '../machines/runtime.ts';
 import type { Logger } from '../observe/log.ts';
 import type { Metrics } from '../observe/metrics.ts';
 import { UNROUTED } from '../observe/metrics.ts';
+import { writeAccessLine } from '../observe/access.ts';
 import type { AppRoute, ServiceRoute, Snapshot } from '../snapshot/snapshot.ts';
 import { release } from './capacity.ts';
 import type { ProxyErrorDef } from './errors.ts';
 
 export type Proto = 'http/1.1' | 'http/1.0' | 'h2' | 'tcp';
-
-/** The access-log record; one object shape for every line. */
-class AccessLine {
-  id = '';
-  proto: Proto = 'http/1.1';
-  client = '';
-  app = '';
-  machine = '';
-  region = '';
-  method = '';
-  host = '';
-  path = '';
-  status = 0;
-  bytes_in = 0;
-  bytes_out = 0;
-  queue_ms = 0;
-  wake_ms = 0;
-  connect_ms = 0;
-  upstream_ms = 0;
-  total_ms = 0;
-  retries = 0;
-  code = '';
-  reason = '';
-}
 
 export class Exchange {
   snapshot: Snapshot | null;
@@ -123,8 +100,6 @@ export class Exchange {
   }
 }
 
-const line = new AccessLine();
-
 /** Runs once per exchange; idempotent so every error path may call it. */
 export function finishExchange(x: Exchange, metrics: Metrics, access: Logger): void {
   if (x.finished) return;
@@ -143,30 +118,5 @@ export function finishExchange(x: Exchange, metrics: Metrics, access: Logger): v
   if (app !== null && x.status > 0) app.metrics.response(x.status, total / 1000);
   if (x.error !== null) metrics.errors.labels(app?.config.name ?? UNROUTED, x.error.code).inc();
   if (!access.isLevelEnabled('info')) return;
-  // One reused record: pino serialises synchronously, so nothing keeps a reference to it.
-  line.id = x.id;
-  line.proto = x.proto;
-  line.client = x.clientIp;
-  line.app = app?.config.name ?? '';
-  line.machine = slot?.machine.id ?? '';
-  line.region = slot?.machine.region ?? '';
-  line.method = x.method;
-  line.host = x.host;
-  line.path = x.target;
-  line.status = x.status;
-  line.bytes_in = x.bytesIn;
-  line.bytes_out = x.bytesOut;
-  line.queue_ms = round(x.queueMs);
-  line.wake_ms = round(x.wakeMs);
-  line.connect_ms = round(x.connectMs);
-  line.upstream_ms = round(x.upstreamMs);
-  line.total_ms = round(total);
-  line.retries = x.retries;
-  line.code = x.error?.code ?? '';
-  line.reason = x.error === null ? '' : x.errorDetail || x.error.reason;
-  access.info(line);
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 1000) / 1000;
+  writeAccessLine(access, x, total);
 }
