@@ -402,3 +402,31 @@ t.test('a reload that adds a certificate directory serves the new cert without r
   const web = await probe(p.httpsPort, { servername: 'web.test' });
   t.equal(web.fingerprint, fp(webCert), 'existing certificates still served');
 });
+
+t.test('an IP literal sent as SNI (wrk, scripts) is treated as no SNI: default cert, routed by Host', async (t) => {
+  const { spawn, spawnSync } = await import('node:child_process');
+  if (spawnSync('openssl', ['version']).status !== 0) {
+    t.plan(0, 'needs the openssl command (Debian package openssl)');
+    return;
+  }
+  const origin = await startOrigin();
+  const p = await startPetrel({ apps: { web: app('web', origin.port, { tlsLines: 'default_self_signed = true' }) } });
+  t.teardown(async () => {
+    await p.stop();
+    await origin.close();
+  });
+  // Node's TLS client refuses to send an IP as SNI; openssl sends what it is told. Spawned
+  // asynchronously: petrel runs in this process and must keep serving meanwhile.
+  const child = spawn('openssl', ['s_client', '-quiet', '-ign_eof', '-connect', `127.0.0.1:${p.httpsPort}`, '-servername', '127.0.0.1']);
+  let stdout = '';
+  child.stdout.setEncoding('latin1');
+  child.stdout.on('data', (c: string) => (stdout += c));
+  child.stderr.resume();
+  child.stdin.end('GET /ip-sni HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n');
+  const killer = setTimeout(() => child.kill(), 10_000);
+  await new Promise((r) => child.once('close', r));
+  clearTimeout(killer);
+  const r = { stdout };
+  t.match(r.stdout, /^HTTP\/1\.1 200 /, 'handshake with the default certificate, then routed by Host');
+  t.notMatch(r.stdout, /PR03/, 'no SNI/Host mismatch for an IP literal');
+});

@@ -4,7 +4,7 @@
 // new ports are bound before the swap (a port that cannot be bound fails the reload), removed
 // ports stop accepting while their open connections carry on.
 
-import net from 'node:net';
+import net, { isIP } from 'node:net';
 import tls from 'node:tls';
 import type { PortRoute, Snapshot } from '../snapshot/snapshot.ts';
 import type { ProxyContext } from './context.ts';
@@ -181,7 +181,8 @@ export class Listeners {
       this.track(socket);
       socket.setNoDelay(true);
       const cur = this.ctx.holder.current;
-      const sni = typeof socket.servername === 'string' ? normalizeHost(socket.servername) : null;
+      // An IP literal is not a server name (RFC 6066 §3): route such clients like no-SNI ones.
+      const sni = typeof socket.servername === 'string' && isIP(socket.servername) === 0 ? normalizeHost(socket.servername) : null;
       const pr = cur.ports.get(port);
       // No SNI (a client dialling an IP) or a name without an app: the port's only app, if any.
       const route = (sni !== null ? cur.lookupHost(sni)?.byPort.get(port) : undefined) ?? pr?.only ?? undefined;

@@ -6,7 +6,8 @@
 import type tls from 'node:tls';
 import type { TlsVersion } from '../config/types.ts';
 import type { Snapshot } from '../snapshot/snapshot.ts';
-import { makeAlpnCallback, makeSniCallback, tlsServerOptions, type TlsPolicy } from '../tls/sni.ts';
+import { isIP } from 'node:net';
+import { makeAlpnCallback, makeSniCallback, tlsServerOptions, type SniCallback, type TlsPolicy } from '../tls/sni.ts';
 import type { ProxyContext } from './context.ts';
 
 const DEFAULT_ALPN: readonly string[] = ['h2', 'http/1.1'];
@@ -27,13 +28,26 @@ export function tlsServerOptionsFor(ctx: ProxyContext, port: number, snap: Snaps
     ...tlsServerOptions(snap.certs, portPolicy(snap, port)),
     // A hard deadline for the whole handshake (slow clients, stalled SNI lookups alike).
     handshakeTimeout: snap.limits.tlsHandshakeTimeoutMs,
-    SNICallback: makeSniCallback(
-      () => ctx.holder.current.certs,
-      (name) => appTls(ctx.holder.current, port, name) ?? portPolicy(ctx.holder.current, port),
+    SNICallback: ignoreIpLiterals(
+      makeSniCallback(
+        () => ctx.holder.current.certs,
+        (name) => appTls(ctx.holder.current, port, name) ?? portPolicy(ctx.holder.current, port),
+      ),
     ),
     // Node rejects a handshake whose ALPN offer has no overlap (no_application_protocol alert):
     // a raw-TCP TLS app whose clients offer ALPN must list what it speaks in tls_options.alpn.
     ALPNCallback: makeAlpnCallback((name) => appTls(ctx.holder.current, port, name)?.alpn ?? DEFAULT_ALPN),
+  };
+}
+
+/**
+ * RFC 6066 §3: a server name is never an IP literal; some clients (wrk, scripts dialling an IP)
+ * send one anyway. Treat it as no SNI: the listener's default certificate, routing by Host.
+ */
+function ignoreIpLiterals(cb: SniCallback): SniCallback {
+  return function (this: unknown, servername, done) {
+    if (isIP(servername) !== 0) return done(null);
+    return cb.call(this, servername, done);
   };
 }
 
