@@ -346,7 +346,7 @@ t.test('app file: every key', async (t) => {
     ],
   );
   t.equal((pg!.checks[1] as HttpCheck).path, '/ready');
-  t.equal(grpc!.ports[0]!.http.h2Backend, true);
+  t.equal(grpc!.ports[0]!.http.idleTimeoutMs, 30_000);
   t.equal(grpc!.concurrency.hardLimit, Infinity);
 
   const [fixed, proc] = a.machines;
@@ -756,4 +756,13 @@ t.test('checkConfig', async (t) => {
     line: 5,
     reason: /admin listener/,
   });
+});
+
+t.test('fly.toml keys petrel does not implement yet are refused when switched on', async (t) => {
+  const node = parseNodeConfig('', NODE_FILE, { env: {} });
+  for (const key of ['h2_backend', 'compress']) {
+    const text = `app = "x"\n[http_service]\ninternal_port = 8080\n[http_service.http_options]\n${key} = true\n`;
+    t.throws(() => parseAppConfig(text, '/tmp/x.toml', node), { name: 'ConfigError', key: `http_service.http_options.${key}`, line: 5 }, key);
+    t.doesNotThrow(() => parseAppConfig(text.replace('true', 'false'), '/tmp/x.toml', node), `${key} = false is fine`);
+  }
 });
