@@ -20,7 +20,14 @@ export const QUEUE = 1;
 
 /** Takes a slot now if one is free; increments its load. */
 export function tryAcquire(route: ServiceRoute, exclude: readonly MachineSlot[] | null): MachineSlot | ProxyErrorDef | typeof QUEUE {
-  const s = selector.select(inputOf(route), exclude);
+  return tryAcquireFrom(route, route.slots, exclude);
+}
+
+/** tryAcquire among a subset of the route's slots (client routing headers). */
+export function tryAcquireFrom(route: ServiceRoute, slots: readonly MachineSlot[], exclude: readonly MachineSlot[] | null): MachineSlot | ProxyErrorDef | typeof QUEUE {
+  const inp = inputOf(route);
+  inp.slots = slots;
+  const s = selector.select(inp, exclude);
   if (s !== null) {
     s.load++;
     return s;

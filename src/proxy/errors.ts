@@ -26,6 +26,7 @@ export const E = Object.freeze({
   APP_CONN_LIMIT: def('PR06', 503, 'internal', false, 'the app has reached its connection limit on this node'),
   NO_SERVICE: def('PR07', 404, 'downstream', false, 'the app has no service on this port'),
   SHUTTING_DOWN: def('PR08', 503, 'internal', false, 'this node is shutting down'),
+  INSTANCE_UNAVAILABLE: def('PR09', 503, 'internal', false, 'the Machine or region this request forces cannot take it'),
   // Upstream connection and response (PC)
   CONNECT_REFUSED: def('PC01', 502, 'upstream', true, 'the Machine refused the connection'),
   CONNECT_TIMEOUT: def('PC02', 504, 'upstream', true, 'connecting to the Machine timed out'),

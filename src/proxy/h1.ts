@@ -33,6 +33,7 @@ import { AddressPool, Pools, type Pooled } from './pool.ts';
 import { peerAddress } from './host.ts';
 import { requestId } from './requestId.ts';
 import { RouteResult, httpsLocation, routeHttp } from './route.ts';
+import { RoutingPrefs, acquireWithPrefs, prefsFromHead } from './flyRouting.ts';
 import { unwatch, watch, type Sweepable } from './sweeper.ts';
 import { forwardTcp } from './tcp.ts';
 
@@ -177,6 +178,8 @@ export class Downstream implements Sweepable {
   tried: MachineSlot[];
   /** Our place in the hard-limit queue while waiting for capacity. */
   waiter: Waiter | null;
+  /** Fly-* client routing headers of the current request, read only when present. */
+  prefs: RoutingPrefs | null;
   /** The failure that made us try another Machine: reported if no other Machine is left. */
   lastFail: ProxyErrorDef | null;
   lastFailDetail: string;
@@ -221,6 +224,7 @@ export class Downstream implements Sweepable {
     this.countedApp = null;
     this.tried = [];
     this.waiter = null;
+    this.prefs = null;
     this.lastFail = null;
     this.lastFailDetail = '';
     this.routed = new RouteResult();
@@ -303,6 +307,7 @@ export class Downstream implements Sweepable {
     this.keepAlive = head.keepAlive && !this.ctx.draining;
     this.tried.length = 0;
     this.lastFail = null;
+    this.prefs = null;
 
     const r = routeHttp(snap, this.port, this.sni, head.host, this.routed);
     x.app = r.app;
@@ -335,6 +340,19 @@ export class Downstream implements Sweepable {
   private pick(): void {
     const route = this.route!;
     const x = this.x;
+    const head = this.head!;
+    if (head.flyRouting) {
+      // Client routing headers: the slow path. Capacity is taken per request here, even for
+      // `connections` services, since the request may not go where the connection is pinned.
+      this.prefs ??= prefsFromHead(head);
+      const got = acquireWithPrefs(route, this.prefs, this.tried.length ? this.tried : null);
+      if (got !== null) {
+        if ((got as MachineSlot).machine === undefined) return this.noCapacity(got as ProxyErrorDef);
+        x.holdsLoad = true;
+        x.slot = got as MachineSlot;
+        return this.dispatch(got as MachineSlot);
+      }
+    }
     if (!route.perRequest) {
       const p = this.pinned;
       if (p !== null && this.pinnedRoute === route && p.machine.routable && p.healthy && !this.tried.includes(p)) {
@@ -472,6 +490,7 @@ export class Downstream implements Sweepable {
     this.resKind = BODY_NONE;
     let extra = this.baseHeaders + 'fly-request-id: ' + x.id + '\r\n';
     if (head.host === null) extra += 'host: ' + x.host + '\r\n';
+    if (this.prefs !== null && this.prefs.unavailable !== null) extra += 'fly-preferred-instance-unavailable: ' + this.prefs.unavailable + '\r\n';
     const s = up.socket;
     s.cork();
     // One latin1 string write: cheaper than building a Buffer first (bench/micro-http1-parse.ts).

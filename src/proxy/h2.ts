@@ -17,6 +17,7 @@ import { peerAddress } from './host.ts';
 import { requestId } from './requestId.ts';
 import { RouteResult, routeHttp } from './route.ts';
 import { connectErrorDef } from './connect.ts';
+import { RoutingPrefs, acquireWithPrefs, prefsFromHeaders } from './flyRouting.ts';
 
 /** Request headers never forwarded: hop-by-hop, and client copies of the ones petrel sets. */
 const DROP_REQUEST = new Set([
@@ -113,10 +114,24 @@ export class H2Frontend {
     if (r.route === null) return this.fail(stream, x, r.error!, r.host);
     const route = r.route;
     x.route = route;
-    this.acquire(stream, headers, x, route, snap, clientIp, port, []);
+    this.acquire(stream, headers, x, route, snap, clientIp, port, [], prefsFromHeaders(headers));
   }
 
-  private acquire(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, x: Exchange, route: ServiceRoute, snap: Snapshot, clientIp: string, port: number, tried: MachineSlot[]): void {
+  private acquire(
+    stream: http2.ServerHttp2Stream,
+    headers: http2.IncomingHttpHeaders,
+    x: Exchange,
+    route: ServiceRoute,
+    snap: Snapshot,
+    clientIp: string,
+    port: number,
+    tried: MachineSlot[],
+    prefs: RoutingPrefs | null,
+  ): void {
+    if (prefs !== null) {
+      const wanted = acquireWithPrefs(route, prefs, tried.length ? tried : null);
+      if (wanted !== null) return this.took(stream, headers, x, route, snap, clientIp, port, tried, wanted, prefs);
+    }
     const got = tryAcquire(route, tried.length ? tried : null);
     if (got === QUEUE) {
       const t0 = performance.now();
@@ -127,11 +142,11 @@ export class H2Frontend {
           if ((g as MachineSlot).machine !== undefined) this.ctx.releaseSlot(g as MachineSlot, route);
           return;
         }
-        this.took(stream, headers, x, route, snap, clientIp, port, tried, g);
+        this.took(stream, headers, x, route, snap, clientIp, port, tried, g, prefs);
       });
       return;
     }
-    this.took(stream, headers, x, route, snap, clientIp, port, tried, got);
+    this.took(stream, headers, x, route, snap, clientIp, port, tried, got, prefs);
   }
 
   private took(
@@ -144,6 +159,7 @@ export class H2Frontend {
     port: number,
     tried: MachineSlot[],
     got: MachineSlot | ProxyErrorDef,
+    prefs: RoutingPrefs | null,
   ): void {
     if ((got as MachineSlot).machine === undefined) return this.fail(stream, x, got as ProxyErrorDef, '');
     const slot = got as MachineSlot;
@@ -172,6 +188,7 @@ export class H2Frontend {
     out['fly-region'] = snap.node.region;
     out['fly-request-id'] = x.id;
     out.via = '2 petrel';
+    if (prefs !== null && prefs.unavailable !== null) out['fly-preferred-instance-unavailable'] = prefs.unavailable;
     const limits = snap.limits;
     const t0 = performance.now();
     const req = http.request({
@@ -206,7 +223,7 @@ export class H2Frontend {
         x.retries++;
         route.app.metrics.retries.inc();
         x.slot = null;
-        return this.acquire(stream, headers, x, route, snap, clientIp, port, tried);
+        return this.acquire(stream, headers, x, route, snap, clientIp, port, tried, prefs);
       }
       this.fail(stream, x, def, err.code ?? err.message);
     });

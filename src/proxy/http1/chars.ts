@@ -98,6 +98,11 @@ export const H_SERVER = 20;
  */
 export const H_CL_LOOKALIKE = 21;
 export const H_TE_LOOKALIKE = 22;
+/** Fly's client routing headers (spec section 3): only looked at when one is present. */
+export const H_FLY_FORCE_INSTANCE_ID = 23;
+export const H_FLY_PREFER_INSTANCE_ID = 24;
+export const H_FLY_FORCE_REGION = 25;
+export const H_FLY_PREFER_REGION = 26;
 
 /** Lower-case names by kind, for the slow paths (get(), tests). */
 export const KIND_NAMES: readonly string[] = Object.freeze([
@@ -124,6 +129,10 @@ export const KIND_NAMES: readonly string[] = Object.freeze([
   'server',
   'content_length',
   'transfer_encoding',
+  'fly-force-instance-id',
+  'fly-prefer-instance-id',
+  'fly-force-region',
+  'fly-prefer-region',
 ]);
 
 const LIT: Uint8Array[] = KIND_NAMES.map((n) => Uint8Array.from(n, (ch) => ch.charCodeAt(0)));
@@ -185,15 +194,21 @@ export function classifyName(b: Uint8Array, s: number, n: number): number {
       return eqLower(b, s, LIT[H_X_FORWARDED_SSL]) ? H_X_FORWARDED_SSL : H_OTHER;
     case 16:
       if ((b[s] | 0x20) === 0x70) return eqLower(b, s, LIT[H_PROXY_CONNECTION]) ? H_PROXY_CONNECTION : H_OTHER;
+      if ((b[s] | 0x20) === 0x66) return eqLower(b, s, LIT[H_FLY_FORCE_REGION]) ? H_FLY_FORCE_REGION : H_OTHER;
       return eqLower(b, s, LIT[H_X_FORWARDED_PORT]) ? H_X_FORWARDED_PORT : H_OTHER;
     case 17:
       if ((b[s] | 0x20) === 0x74) {
         if (eqLower(b, s, LIT[H_TRANSFER_ENCODING])) return H_TRANSFER_ENCODING;
         return eqLowerUnderscore(b, s, LIT[H_TRANSFER_ENCODING]) ? H_TE_LOOKALIKE : H_OTHER;
       }
+      if ((b[s] | 0x20) === 0x66) return eqLower(b, s, LIT[H_FLY_PREFER_REGION]) ? H_FLY_PREFER_REGION : H_OTHER;
       return eqLower(b, s, LIT[H_X_FORWARDED_PROTO]) ? H_X_FORWARDED_PROTO : H_OTHER;
     case 18:
       return eqLower(b, s, LIT[H_FLY_FORWARDED_PORT]) ? H_FLY_FORWARDED_PORT : H_OTHER;
+    case 21:
+      return eqLower(b, s, LIT[H_FLY_FORCE_INSTANCE_ID]) ? H_FLY_FORCE_INSTANCE_ID : H_OTHER;
+    case 22:
+      return eqLower(b, s, LIT[H_FLY_PREFER_INSTANCE_ID]) ? H_FLY_PREFER_INSTANCE_ID : H_OTHER;
   }
   return H_OTHER;
 }

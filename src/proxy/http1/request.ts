@@ -31,6 +31,10 @@ import {
   H_PROXY_CONNECTION,
   H_TE,
   H_TE_LOOKALIKE,
+  H_FLY_FORCE_INSTANCE_ID,
+  H_FLY_PREFER_INSTANCE_ID,
+  H_FLY_FORCE_REGION,
+  H_FLY_PREFER_REGION,
   H_TRAILER,
   H_TRANSFER_ENCODING,
   H_UPGRADE,
@@ -169,6 +173,8 @@ export class RequestHead extends MessageHead {
   hostIndex: number;
   /** Expect: 100-continue on an HTTP/1.1 request (RFC 9110 §10.1.1: ignored for HTTP/1.0). */
   expectContinue: boolean;
+  /** A Fly-Force-/Prefer-Instance-Id or -Region header is present (read on the slow path). */
+  flyRouting: boolean;
 
   constructor(buf: Buffer, start: number, end: number, offs: number[]) {
     super(buf, start, end, offs);
@@ -180,6 +186,7 @@ export class RequestHead extends MessageHead {
     this.host = null;
     this.hostIndex = -1;
     this.expectContinue = false;
+    this.flyRouting = false;
   }
 
   /** True when the request has a body to forward (Content-Length > 0 or chunked). */
@@ -354,6 +361,7 @@ export class RequestHeadParser {
     let tokens: string[] | null = null;
     let upgradeCount = 0;
     let expect = false;
+    let routing = false;
     for (let i = 0; i < count; i++) {
       const k = offs[i * SLOTS + 4];
       if (k === H_OTHER) continue;
@@ -382,6 +390,12 @@ export class RequestHeadParser {
           break;
         case H_EXPECT:
           if (bytesEqLower(b, fvs, fve, '100-continue')) expect = true;
+          break;
+        case H_FLY_FORCE_INSTANCE_ID:
+        case H_FLY_PREFER_INSTANCE_ID:
+        case H_FLY_FORCE_REGION:
+        case H_FLY_PREFER_REGION:
+          routing = true;
           break;
         case H_CL_LOOKALIKE:
           return E.BAD_CONTENT_LENGTH;
@@ -457,6 +471,7 @@ export class RequestHeadParser {
     h.host = host;
     h.hostIndex = hostIdx;
     h.expectContinue = expect && minor === 1;
+    h.flyRouting = routing;
     this.head = h;
     return null;
   }
