@@ -77,6 +77,9 @@ export class H2Frontend {
     });
     this.server.on('session', (session: http2.ServerHttp2Session) => {
       this.sessions.add(session);
+      // Bounded like HTTP/1.1 keep-alive: a session with no frames for idle_timeout gets a GOAWAY
+      // (close() lets streams in progress finish).
+      session.setTimeout(ctx.holder.current.limits.idleTimeoutMs, () => session.close());
       session.once('close', () => this.sessions.delete(session));
       session.on('error', () => session.destroy());
     });
