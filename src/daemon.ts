@@ -15,7 +15,7 @@ import { Metrics } from './observe/metrics.ts';
 import { kickQueues, setLocalRegion } from './proxy/capacity.ts';
 import { ProxyContext } from './proxy/context.ts';
 import { closeH2Agents } from './proxy/h2.ts';
-import { upstreamPools } from './proxy/h1.ts';
+import { upstreamPools } from './proxy/upstream.ts';
 import { Listeners } from './proxy/listeners.ts';
 import { buildSnapshot } from './snapshot/build.ts';
 import { SnapshotHolder } from './snapshot/holder.ts';

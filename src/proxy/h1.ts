@@ -24,18 +24,16 @@ import {
   RequestHead,
   RequestHeadParser,
   ResponseHead,
-  ResponseHeadParser,
   SLOTS,
   requestHeadString,
   responseHeadString,
 } from './http1/index.ts';
-import { AddressPool, Pools, type Pooled } from './pool.ts';
+import { Upstream, upstreamPools } from './upstream.ts';
 import { peerAddress } from './host.ts';
 import { requestId } from './requestId.ts';
 import { RouteResult, httpsLocation, routeHttp } from './route.ts';
 import { RoutingPrefs, acquireWithPrefs, prefsFromHead } from './flyRouting.ts';
 import { unwatch, watch, type Sweepable } from './sweeper.ts';
-import { forwardTcp } from './tcp.ts';
 
 // Downstream connection states.
 const S_HEAD = 0; // reading a request head (or idle between requests)
@@ -56,68 +54,6 @@ const D_DRAIN = 5; // shutting down: an idle connection's last chance to send a 
 const SERVER_MASK = 1 << H_SERVER;
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
-
-export const upstreamPools = new Pools<Upstream>();
-
-/** A keep-alive connection to one Machine address. */
-export class Upstream implements Pooled {
-  readonly socket: net.Socket;
-  readonly pool: AddressPool<Upstream>;
-  reusable: boolean;
-  idleSince: number;
-  owner: Downstream | null;
-  readonly parser: ResponseHeadParser;
-  readonly chunked: ChunkedScanner;
-  /** Requests sent on this connection (1 = fresh): a failure on a reused one may be retried. */
-  uses: number;
-
-  constructor(socket: net.Socket, pool: AddressPool<Upstream>, maxHeaderBytes: number, maxHeaderCount: number) {
-    this.socket = socket;
-    this.pool = pool;
-    this.reusable = true;
-    this.idleSince = 0;
-    this.owner = null;
-    this.parser = new ResponseHeadParser(maxHeaderBytes, maxHeaderCount);
-    this.chunked = new ChunkedScanner(E.BAD_RESPONSE);
-    this.uses = 0;
-    socket.on('data', this.onData);
-    socket.on('drain', this.onDrain);
-    socket.on('close', this.onClose);
-    socket.on('error', this.onError);
-    socket.on('end', this.onEnd);
-  }
-
-  private readonly onData = (chunk: Buffer): void => {
-    const o = this.owner;
-    if (o === null) {
-      // Bytes on an idle connection: the app is out of sync with us; never reuse it.
-      this.reusable = false;
-      this.socket.destroy();
-      return;
-    }
-    // Head and body of a small response usually arrive together: one writev to the client.
-    const client = o.socket;
-    client.cork();
-    o.onUpstreamData(chunk);
-    client.uncork();
-  };
-  private readonly onDrain = (): void => {
-    this.owner?.onUpstreamDrain();
-  };
-  private readonly onEnd = (): void => {
-    this.reusable = false;
-    if (this.owner !== null) this.owner.onUpstreamEnd();
-    else this.socket.destroy();
-  };
-  private readonly onClose = (): void => {
-    this.reusable = false;
-    this.owner?.onUpstreamClose(null);
-  };
-  private readonly onError = (err: NodeJS.ErrnoException): void => {
-    this.reusable = false;
-    this.owner?.onUpstreamClose(err);
-  };
-}
 
 const STATUS_TEXT: Record<number, string> = {
   301: 'Moved Permanently',
@@ -969,4 +905,3 @@ export function serveHttp1(ctx: ProxyContext, socket: net.Socket, port: number, 
   new Downstream(ctx, socket, ctx.holder.current, port, tls, sni);
 }
 
-export { forwardTcp };
