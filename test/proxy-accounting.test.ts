@@ -1,0 +1,107 @@
+// Capacity and connection accounting survives every way a request can end: completed, client
+// gone mid-request-body, mid-response, while queued, upstream reset, timeouts. Afterwards every
+// Machine's load, the app's connection count and the queue are back to zero, and there is one
+// access line per request that reached routing.
+
+import t from 'tap';
+import http from 'node:http';
+import net from 'node:net';
+import { startOrigin, startPetrel } from './helpers/petrel.ts';
+import { waitFor } from './helpers/machines-fixtures.ts';
+
+t.test('load, connections and queue return to zero after a storm of aborted exchanges', async (t) => {
+  const origin = await startOrigin((req, res) => {
+    const u = new URL(req.url ?? '/', 'http://x');
+    if (u.pathname === '/slow') {
+      const timer = setTimeout(() => res.end('slow'), Number(u.searchParams.get('ms') ?? 200));
+      res.on('close', () => clearTimeout(timer));
+      return;
+    }
+    if (u.pathname === '/big') {
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      const chunk = Buffer.alloc(64 * 1024, 120);
+      let left = 64;
+      const pump = () => {
+        while (left-- > 0) if (!res.write(chunk)) return void res.once('drain', pump);
+        res.end();
+      };
+      return pump();
+    }
+    if (u.pathname === '/reset') return void req.socket.destroy();
+    req.resume();
+    req.on('end', () => res.end('ok'));
+  });
+  const app = `app = "acct"
+[http_service]
+internal_port = 8080
+[http_service.concurrency]
+type = "requests"
+soft_limit = 2
+hard_limit = 4
+[[machines]]
+id = "acct-1"
+driver = "static"
+address = "127.0.0.1:${origin.port}"
+[[machines]]
+id = "acct-2"
+driver = "static"
+address = "127.0.0.1:${origin.port}"
+`;
+  const p = await startPetrel({ apps: { acct: app }, limits: 'queue_timeout = "300ms"\nqueue_length = 4\nupstream_response_timeout = "500ms"' });
+  t.teardown(async () => {
+    await p.stop();
+    await origin.close();
+  });
+
+  const raw = (req: string, abortAfterMs: number) =>
+    new Promise<void>((resolve) => {
+      const s = net.connect(p.httpPort, '127.0.0.1');
+      s.on('error', () => undefined);
+      s.on('close', () => resolve());
+      s.write(req);
+      setTimeout(() => s.destroy(), abortAfterMs);
+    });
+  const full = (path: string) =>
+    new Promise<void>((resolve) => {
+      const req = http.get({ host: '127.0.0.1', port: p.httpPort, path, headers: { host: 'acct.test' }, agent: false }, (res) => {
+        res.resume();
+        res.on('end', () => resolve());
+        res.on('error', () => resolve());
+      });
+      req.on('error', () => resolve());
+    });
+
+  const jobs: Promise<void>[] = [];
+  for (let i = 0; i < 6; i++) {
+    jobs.push(full('/'));
+    jobs.push(full('/slow?ms=100'));
+    jobs.push(full('/reset'));
+    jobs.push(full('/slow?ms=2000')); // response timeout (504) or queue timeout (503)
+    // Client gone while its request is held (slow Machine or queued).
+    jobs.push(raw('GET /slow?ms=400 HTTP/1.1\r\nHost: acct.test\r\n\r\n', 50));
+    // Client gone half-way through its request body.
+    jobs.push(raw('POST / HTTP/1.1\r\nHost: acct.test\r\nContent-Length: 100000\r\n\r\n' + 'x'.repeat(1000), 30));
+    // Client gone in the middle of a 4 MiB response.
+    jobs.push(raw('GET /big HTTP/1.1\r\nHost: acct.test\r\n\r\n', 20));
+  }
+  await Promise.all(jobs);
+
+  const routes = [...p.daemon.holder.current.apps.get('acct')!.byPort.values()];
+  const slots = routes[0]!.slots;
+  await waitFor(() => slots.every((s) => s.load === 0), 10_000, 'every Machine back to zero load');
+  t.same(
+    slots.map((s) => s.load),
+    [0, 0],
+    'Machine load back to zero',
+  );
+  await waitFor(() => p.daemon.holder.current.apps.get('acct')!.live.connections === 0, 10_000, 'no connections counted');
+  t.equal(p.daemon.holder.current.apps.get('acct')!.live.connections, 0, 'app connection count back to zero');
+  t.equal(routes[0]!.live.queue.filter((w) => w.resolve !== null).length, 0, 'nobody left in the queue');
+  const codes = new Set(p.log.access().map((l) => l['code']));
+  t.ok(codes.has(''), 'some requests completed');
+  t.ok(codes.has('PH13') || codes.has('PC07') || codes.has('PC06'), `aborts were logged with codes (${[...codes].join(',')})`);
+
+  // And the app still serves normally afterwards.
+  await full('/');
+  t.equal(p.log.access().at(-1)?.['status'], 200);
+});
