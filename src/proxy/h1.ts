@@ -356,7 +356,7 @@ export class Downstream implements Sweepable {
 
   private dispatch(slot: MachineSlot): void {
     const pool = upstreamPools.get(slot.machine.host, slot.port);
-    const up = pool.take();
+    const up = pool.take(performance.now());
     if (up !== null) return this.send(up);
     const t0 = performance.now();
     const limits = this.snap.limits;

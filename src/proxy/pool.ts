@@ -14,11 +14,18 @@ export interface Pooled {
 export class AddressPool<T extends Pooled> {
   readonly key: string;
   readonly idle: T[];
+  /** Dropped from Pools (unused for the idle timeout): a connection still out just closes. */
+  removed: boolean;
+  /** Last take() or put(), for dropping pools of addresses nobody uses any more. */
+  lastUsed: number;
   constructor(key: string) {
     this.key = key;
     this.idle = [];
+    this.removed = false;
+    this.lastUsed = 0;
   }
-  take(): T | null {
+  take(now: number): T | null {
+    this.lastUsed = now;
     const idle = this.idle;
     while (idle.length > 0) {
       const c = idle.pop()!;
@@ -28,7 +35,8 @@ export class AddressPool<T extends Pooled> {
   }
   /** Returns false when the pool is full: the caller closes the connection instead. */
   put(c: T, maxIdle: number, now: number): boolean {
-    if (this.idle.length >= maxIdle) return false;
+    if (this.removed || this.idle.length >= maxIdle) return false;
+    this.lastUsed = now;
     c.idleSince = now;
     this.idle.push(c);
     return true;
@@ -50,9 +58,18 @@ export class Pools<T extends Pooled> {
     }
     return p;
   }
-  /** Closes idle connections older than `maxIdleMs`; called from a slow control-plane timer. */
+  /**
+   * Closes idle connections older than `maxIdleMs`; called from a slow control-plane timer.
+   * Pools left empty are dropped, so addresses of Machines that moved (a process Machine
+   * restarts on new ports) do not pile up.
+   */
   expire(now: number, maxIdleMs: number): void {
-    for (const p of this.byKey.values()) {
+    for (const [key, p] of this.byKey) {
+      if (p.idle.length === 0 && now - p.lastUsed > maxIdleMs) {
+        p.removed = true;
+        this.byKey.delete(key);
+        continue;
+      }
       const idle = p.idle;
       let j = 0;
       for (let i = 0; i < idle.length; i++) {
