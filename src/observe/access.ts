@@ -15,6 +15,18 @@ interface Writable {
   write(s: string): unknown;
 }
 
+// Many lines share a millisecond under load: format the timestamp once per millisecond.
+let isoMs = -1;
+let isoText = '';
+function isoNow(): string {
+  const now = Date.now();
+  if (now !== isoMs) {
+    isoMs = now;
+    isoText = new Date(now).toISOString();
+  }
+  return isoText;
+}
+
 function ms(v: number): number {
   return Math.round(v * 1000) / 1000;
 }
@@ -26,7 +38,7 @@ export function writeAccessLine(access: Logger, x: Exchange, totalMs: number): v
   const err = x.error;
   stream.write(
     PREFIX +
-      new Date().toISOString() +
+      isoNow() +
       PID +
       x.id +
       '","proto":"' +
