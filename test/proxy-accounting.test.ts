@@ -105,3 +105,50 @@ address = "127.0.0.1:${origin.port}"
   await full('/');
   t.equal(p.log.access().at(-1)?.['status'], 200);
 });
+
+t.test('HTTP/2: a stream reset while queued frees its place and logs 499', async (t) => {
+  const { default: http2 } = await import('node:http2');
+  let release: () => void = () => undefined;
+  const held = new Promise<void>((r) => (release = r));
+  const origin = await startOrigin((req, res) => {
+    if (req.url === '/hold') return void held.then(() => res.end('held'));
+    res.end('ok');
+  });
+  const app = `app = "q2"
+[http_service]
+internal_port = 8080
+[http_service.concurrency]
+type = "requests"
+soft_limit = 1
+hard_limit = 1
+[http_service.tls_options]
+default_self_signed = true
+[[machines]]
+id = "q2-1"
+driver = "static"
+address = "127.0.0.1:${origin.port}"
+`;
+  const p = await startPetrel({ apps: { q2: app }, limits: 'queue_timeout = "10s"' });
+  t.teardown(async () => {
+    release();
+    await p.stop();
+    await origin.close();
+  });
+  const session = http2.connect(`https://127.0.0.1:${p.httpsPort}`, { servername: 'q2.test', rejectUnauthorized: false });
+  t.teardown(() => session.destroy());
+  const first = session.request({ ':path': '/hold', ':authority': 'q2.test' });
+  first.on('error', () => undefined);
+  first.resume();
+  const route = [...p.daemon.holder.current.apps.get('q2')!.byPort.values()][0]!;
+  await waitFor(() => route.slots[0]!.load === 1, 5000, 'first request holds the Machine');
+  const second = session.request({ ':path': '/queued', ':authority': 'q2.test' });
+  second.on('error', () => undefined);
+  await waitFor(() => route.live.queue.some((w) => w.resolve !== null), 5000, 'second request queued');
+  second.close(http2.constants.NGHTTP2_CANCEL);
+  await waitFor(() => route.live.queue.every((w) => w.resolve === null), 5000, 'place freed');
+  await waitFor(() => p.log.access().some((l) => l['status'] === 499), 5000, 'a 499 line');
+  t.pass('queue place freed at once and the exchange logged as 499');
+  release();
+  await waitFor(() => route.slots[0]!.load === 0, 5000, 'load back to zero');
+  t.equal(route.slots[0]!.load, 0);
+});

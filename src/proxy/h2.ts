@@ -9,7 +9,8 @@ import type net from 'node:net';
 import type tls from 'node:tls';
 import type { MachineSlot } from '../machines/runtime.ts';
 import type { ServiceRoute, Snapshot } from '../snapshot/snapshot.ts';
-import { QUEUE, tryAcquire, waitForCapacity } from './capacity.ts';
+import { QUEUE, cancelWait, enqueue, tryAcquire } from './capacity.ts';
+import { Waiter } from '../snapshot/live.ts';
 import type { ProxyContext } from './context.ts';
 import { E, errorBody, type ProxyErrorDef } from './errors.ts';
 import { Exchange, finishExchange } from './exchange.ts';
@@ -138,15 +139,21 @@ export class H2Frontend {
     const got = tryAcquire(route, tried.length ? tried : null);
     if (got === QUEUE) {
       const t0 = performance.now();
-      void waitForCapacity(route, tried, snap.limits, t0).then((g) => {
+      const w = enqueue(route, tried.slice(), snap.limits, t0, (slot) => {
+        stream.off('close', cancel);
         x.queueMs += performance.now() - t0;
         route.app.metrics.queueWait.observe((performance.now() - t0) / 1000);
-        if (stream.destroyed) {
-          if ((g as MachineSlot).machine !== undefined) this.ctx.releaseSlot(g as MachineSlot, route);
-          return;
-        }
-        this.took(stream, headers, x, route, snap, clientIp, port, tried, g, prefs);
+        this.took(stream, headers, x, route, snap, clientIp, port, tried, slot ?? E.QUEUE_TIMEOUT, prefs);
       });
+      if (!(w instanceof Waiter)) return this.took(stream, headers, x, route, snap, clientIp, port, tried, w, prefs);
+      // The client gave up (RST_STREAM or connection gone) while queued: free the place at once.
+      const cancel = () => {
+        cancelWait(w);
+        x.fail(E.CLIENT_ABORTED, 'left while queued');
+        x.status = 499;
+        finishExchange(x, this.ctx.metrics, this.ctx.log.access);
+      };
+      stream.once('close', cancel);
       return;
     }
     this.took(stream, headers, x, route, snap, clientIp, port, tried, got, prefs);
