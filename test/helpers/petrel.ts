@@ -60,7 +60,19 @@ export interface Petrel {
   stop(): Promise<void>;
 }
 
-export function nodeConfig(opts: PetrelOptions, certsDir: string): string {
+/** Options of nodeConfig() alone (also used by the spawned-process helpers). */
+export interface NodeConfigOptions {
+  readonly limits?: string;
+  readonly node?: string;
+  readonly logLevel?: string;
+  readonly listen?: readonly number[];
+  /** Bind addresses of public ports 80 and 443 and of the admin listener (default 127.0.0.1:0). */
+  readonly listen80?: string;
+  readonly listen443?: string;
+  readonly admin?: string;
+}
+
+export function nodeConfig(opts: NodeConfigOptions, certsDir: string): string {
   return `node_id = "test-1"
 region = "tst"
 default_domain = "test"
@@ -71,15 +83,15 @@ ${opts.node ?? ''}
 
 [[listen]]
 port = 80
-address = "127.0.0.1:0"
+address = "${opts.listen80 ?? '127.0.0.1:0'}"
 
 [[listen]]
 port = 443
-address = "127.0.0.1:0"
+address = "${opts.listen443 ?? '127.0.0.1:0'}"
 
 ${(opts.listen ?? []).map((port) => `[[listen]]\nport = ${port}\naddress = "127.0.0.1:0"\n`).join('\n')}
 [admin]
-address = "127.0.0.1:0"
+address = "${opts.admin ?? '127.0.0.1:0'}"
 token = "test-token"
 
 [limits]

@@ -11,6 +11,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { nodeConfig } from './petrel.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const PETREL_BIN = path.join(ROOT, 'bin', 'petrel.js');
@@ -320,31 +321,9 @@ export interface NodeDir {
   writeApp(name: string, text: string): void;
 }
 
-/** A node config on loopback port 0 (the format of test/helpers/petrel.ts nodeConfig()). */
+/** A node config on loopback port 0: the same text the in-process helper writes. */
 export function nodeConfigText(opts: NodeDirOptions, certsDir: string): string {
-  return `node_id = "test-1"
-region = "tst"
-default_domain = "test"
-apps_dir = "apps"
-certs_dir = ${JSON.stringify(certsDir)}
-log_level = ${JSON.stringify(opts.logLevel ?? 'info')}
-${opts.node ?? ''}
-
-[[listen]]
-port = 80
-address = "${opts.listen80 ?? '127.0.0.1:0'}"
-
-[[listen]]
-port = 443
-address = "${opts.listen443 ?? '127.0.0.1:0'}"
-
-[admin]
-address = "${opts.admin ?? '127.0.0.1:0'}"
-token = "${TOKEN}"
-
-[limits]
-${opts.limits ?? ''}
-`;
+  return nodeConfig(opts, certsDir);
 }
 
 /** Writes a node config and its apps to a fresh temp dir, removed on teardown. */
