@@ -1,7 +1,6 @@
 // What every data-plane handler shares: the snapshot holder, loggers, metrics and the set of
 // open connections (for graceful shutdown). Made once at start-up.
 
-import type net from 'node:net';
 import type { MachineSlot } from '../machines/runtime.ts';
 import type { Loggers } from '../observe/log.ts';
 import type { Metrics } from '../observe/metrics.ts';
@@ -13,8 +12,6 @@ export class ProxyContext {
   readonly holder: SnapshotHolder;
   readonly log: Loggers;
   readonly metrics: Metrics;
-  /** Raw TCP splices in progress (both sockets), destroyed at the end of a drain. */
-  readonly tcpSplices: Set<net.Socket>;
   /** Open HTTP/1.x client connections, so a drain can close the idle ones at once. */
   readonly h1Conns: Set<{ drainIdle(): void }>;
   /** Public port -> the port actually bound (differs when remapped or bound to port 0). */
@@ -26,7 +23,6 @@ export class ProxyContext {
     this.holder = holder;
     this.log = log;
     this.metrics = metrics;
-    this.tcpSplices = new Set();
     this.h1Conns = new Set();
     this.boundPorts = new Map();
     this.draining = false;
@@ -34,13 +30,5 @@ export class ProxyContext {
 
   releaseSlot(slot: MachineSlot, route: ServiceRoute): void {
     release(slot, route);
-  }
-
-  trackTcp(client: net.Socket, up: net.Socket): void {
-    this.tcpSplices.add(client);
-    client.once('close', () => {
-      this.tcpSplices.delete(client);
-      up.destroy();
-    });
   }
 }

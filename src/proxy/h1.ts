@@ -212,7 +212,9 @@ export class Downstream implements Sweepable {
       return;
     }
     if (n === 0) {
-      if (this.deadlineKind === D_IDLE || this.deadlineKind === D_DRAIN) this.setDeadline(D_HEAD, this.snap.limits.headerReadTimeoutMs);
+      // A follow-up request on a connection already routed to an app gets that app's
+      // http_options.headers_read_timeout; the first one can only use the node's limit.
+      if (this.deadlineKind === D_IDLE || this.deadlineKind === D_DRAIN) this.setDeadline(D_HEAD, this.route?.headerTimeoutMs ?? this.snap.limits.headerReadTimeoutMs);
       return;
     }
     const rest = off + n;

@@ -124,7 +124,6 @@ function splice(ctx: ProxyContext, x: Exchange, client: net.Socket, up: net.Sock
   client.pipe(up);
   up.pipe(client);
   client.resume();
-  ctx.trackTcp(client, up);
 }
 
 function noop(): void {}

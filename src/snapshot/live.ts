@@ -61,8 +61,4 @@ export class LiveRegistry {
     }
     return s;
   }
-
-  allServices(): IterableIterator<ServiceLive> {
-    return this.services.values();
-  }
 }
