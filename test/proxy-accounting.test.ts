@@ -152,3 +152,69 @@ address = "127.0.0.1:${origin.port}"
   await waitFor(() => route.slots[0]!.load === 0, 5000, 'load back to zero');
   t.equal(route.slots[0]!.load, 0);
 });
+
+t.test('HTTP/2 on a `connections` service: a session is pinned to one Machine and counted once', async (t) => {
+  const { default: http2 } = await import('node:http2');
+  const a = await startOrigin(undefined, 'a');
+  const b = await startOrigin(undefined, 'b');
+  const app = `app = "pin"
+[http_service]
+internal_port = 8080
+[http_service.concurrency]
+type = "connections"
+soft_limit = 1
+[http_service.tls_options]
+default_self_signed = true
+[[machines]]
+id = "pin-a"
+driver = "static"
+address = "127.0.0.1:${a.port}"
+[[machines]]
+id = "pin-b"
+driver = "static"
+address = "127.0.0.1:${b.port}"
+`;
+  const p = await startPetrel({ apps: { pin: app } });
+  t.teardown(async () => {
+    await p.stop();
+    await a.close();
+    await b.close();
+  });
+  const route = [...p.daemon.holder.current.apps.get('pin')!.byPort.values()][0]!;
+  const names = async (session: import('node:http2').ClientHttp2Session, n: number) => {
+    const got = await Promise.all(
+      Array.from(
+        { length: n },
+        () =>
+          new Promise<string>((resolve, reject) => {
+            const req = session.request({ ':path': '/', ':authority': 'pin.test' });
+            let body = '';
+            req.setEncoding('utf8');
+            req.on('data', (c: string) => (body += c));
+            req.on('end', () => resolve((JSON.parse(body) as { name: string }).name));
+            req.on('error', reject);
+            req.end();
+          }),
+      ),
+    );
+    return new Set(got);
+  };
+  const s1 = http2.connect(`https://127.0.0.1:${p.httpsPort}`, { servername: 'pin.test', rejectUnauthorized: false });
+  const s2 = http2.connect(`https://127.0.0.1:${p.httpsPort}`, { servername: 'pin.test', rejectUnauthorized: false });
+  const first = await names(s1, 1);
+  const n1 = await names(s1, 6);
+  const n2 = await names(s2, 6);
+  t.equal(n1.size, 1, 'every stream of a session goes to one Machine');
+  t.same([...n1], [...first], 'the same one across requests');
+  t.equal(n2.size, 1);
+  t.not([...n1][0], [...n2][0], 'the second session (soft_limit 1) goes to the other Machine');
+  t.same(
+    route.slots.map((s) => s.load),
+    [1, 1],
+    'each session counted once, whatever its number of streams',
+  );
+  s1.close();
+  s2.close();
+  await waitFor(() => route.slots.every((s) => s.load === 0), 5000, 'load released when the sessions close');
+  t.pass('load back to zero');
+});

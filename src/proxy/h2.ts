@@ -61,6 +61,32 @@ export function closeH2Agents(): void {
   agents.clear();
 }
 
+/**
+ * One client HTTP/2 connection: what its streams share. For a `connections` service the
+ * connection is pinned to one Machine and counted once, like an HTTP/1.1 client connection.
+ */
+class H2Conn {
+  readonly port: number;
+  readonly sni: string | null;
+  readonly clientIp: string;
+  pinned: MachineSlot | null;
+  pinnedRoute: ServiceRoute | null;
+  constructor(port: number, sni: string | null, clientIp: string) {
+    this.port = port;
+    this.sni = sni;
+    this.clientIp = clientIp;
+    this.pinned = null;
+    this.pinnedRoute = null;
+  }
+  unpin(ctx: ProxyContext): void {
+    const p = this.pinned;
+    if (p === null) return;
+    this.pinned = null;
+    ctx.releaseSlot(p, this.pinnedRoute!);
+    this.pinnedRoute = null;
+  }
+}
+
 export class H2Frontend {
   readonly ctx: ProxyContext;
   readonly server: http2.Http2Server;
@@ -88,11 +114,12 @@ export class H2Frontend {
 
   /** Takes a TLS socket that negotiated h2. */
   accept(socket: tls.TLSSocket, port: number, sni: string | null): void {
-    const session = { port, sni };
-    const handler = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => this.onStream(stream, headers, session.port, session.sni, socket);
-    // One stream listener per connection (not per request): the port and SNI are per connection.
+    const conn = new H2Conn(port, sni, peerAddress(socket.remoteAddress ?? ''));
+    const handler = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => this.onStream(stream, headers, conn);
+    // One stream listener per connection (not per request): port, SNI and pinning are per connection.
     this.server.once('session', (s: http2.ServerHttp2Session) => {
       s.on('stream', handler);
+      s.once('close', () => conn.unpin(this.ctx));
     });
     this.server.emit('connection', socket);
   }
@@ -102,23 +129,22 @@ export class H2Frontend {
     for (const s of this.sessions) s.close();
   }
 
-  private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, port: number, sni: string | null, socket: tls.TLSSocket): void {
+  private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, conn: H2Conn): void {
     const snap = this.ctx.holder.current;
     const x = new Exchange();
-    const clientIp = peerAddress(socket.remoteAddress ?? '');
-    x.reset(snap, 'h2', clientIp, performance.now());
+    x.reset(snap, 'h2', conn.clientIp, performance.now());
     x.method = String(headers[':method'] ?? '');
     x.target = String(headers[':path'] ?? '');
     x.host = String(headers[':authority'] ?? headers.host ?? '');
     x.id = requestId(snap.node.region);
     stream.on('error', () => undefined);
     if (x.method === 'CONNECT') return this.fail(stream, x, E.BAD_METHOD, '');
-    const r = routeHttp(snap, port, sni, x.host || null, new RouteResult());
+    const r = routeHttp(snap, conn.port, conn.sni, x.host || null, new RouteResult());
     x.app = r.app;
     if (r.route === null) return this.fail(stream, x, r.error!, r.host);
     const route = r.route;
     x.route = route;
-    this.acquire(stream, headers, x, route, snap, clientIp, port, [], prefsFromHeaders(headers));
+    this.acquire(stream, headers, x, route, snap, conn, [], prefsFromHeaders(headers));
   }
 
   private acquire(
@@ -127,14 +153,20 @@ export class H2Frontend {
     x: Exchange,
     route: ServiceRoute,
     snap: Snapshot,
-    clientIp: string,
-    port: number,
+    conn: H2Conn,
     tried: MachineSlot[],
     prefs: RoutingPrefs | null,
   ): void {
     if (prefs !== null) {
       const wanted = acquireWithPrefs(route, prefs, tried.length ? tried : null);
-      if (wanted !== null) return this.took(stream, headers, x, route, snap, clientIp, port, tried, wanted, prefs);
+      if (wanted !== null) return this.took(stream, headers, x, route, snap, conn, tried, wanted, prefs);
+    }
+    if (!route.perRequest) {
+      const p = conn.pinned;
+      if (p !== null && conn.pinnedRoute === route && p.machine.routable && p.healthy && !tried.includes(p)) {
+        return this.took(stream, headers, x, route, snap, conn, tried, p, prefs, false);
+      }
+      conn.unpin(this.ctx);
     }
     const got = tryAcquire(route, tried.length ? tried : null);
     if (got === QUEUE) {
@@ -143,9 +175,9 @@ export class H2Frontend {
         stream.off('close', cancel);
         x.queueMs += performance.now() - t0;
         route.app.metrics.queueWait.observe((performance.now() - t0) / 1000);
-        this.took(stream, headers, x, route, snap, clientIp, port, tried, slot ?? E.QUEUE_TIMEOUT, prefs);
+        this.took(stream, headers, x, route, snap, conn, tried, slot ?? E.QUEUE_TIMEOUT, prefs);
       });
-      if (!(w instanceof Waiter)) return this.took(stream, headers, x, route, snap, clientIp, port, tried, w, prefs);
+      if (!(w instanceof Waiter)) return this.took(stream, headers, x, route, snap, conn, tried, w, prefs);
       // The client gave up (RST_STREAM or connection gone) while queued: free the place at once.
       const cancel = () => {
         cancelWait(w);
@@ -156,7 +188,7 @@ export class H2Frontend {
       stream.once('close', cancel);
       return;
     }
-    this.took(stream, headers, x, route, snap, clientIp, port, tried, got, prefs);
+    this.took(stream, headers, x, route, snap, conn, tried, got, prefs);
   }
 
   private took(
@@ -165,16 +197,25 @@ export class H2Frontend {
     x: Exchange,
     route: ServiceRoute,
     snap: Snapshot,
-    clientIp: string,
-    port: number,
+    conn: H2Conn,
     tried: MachineSlot[],
     got: MachineSlot | ProxyErrorDef,
     prefs: RoutingPrefs | null,
+    fresh = true,
   ): void {
     if ((got as MachineSlot).machine === undefined) return this.fail(stream, x, got as ProxyErrorDef, '');
     const slot = got as MachineSlot;
     x.slot = slot;
-    x.holdsLoad = true;
+    // `fresh`: this stream took the load. A `connections` service keeps it on the connection.
+    if (fresh && !route.perRequest && prefs === null) {
+      conn.pinned = slot;
+      conn.pinnedRoute = route;
+      x.holdsLoad = false;
+    } else {
+      x.holdsLoad = fresh;
+    }
+    const clientIp = conn.clientIp;
+    const port = conn.port;
     const out: http.OutgoingHttpHeaders = {};
     let xff = '';
     for (const name in headers) {
@@ -226,14 +267,18 @@ export class H2Frontend {
       }
       const isConnect = err.code === 'ECONNREFUSED' || err.code === 'ETIMEDOUT' || err.code === 'EHOSTUNREACH';
       const def = err.code === 'PETREL_RESPONSE_TIMEOUT' ? E.RESPONSE_TIMEOUT : isConnect ? connectErrorDef(err) : E.UPSTREAM_RESET;
-      x.holdsLoad = false;
-      this.ctx.releaseSlot(slot, route);
+      if (x.holdsLoad) {
+        x.holdsLoad = false;
+        this.ctx.releaseSlot(slot, route);
+      } else if (conn.pinned === slot) {
+        conn.unpin(this.ctx);
+      }
       tried.push(slot);
       if (def.retryable && !bodySent && tried.length < limits.connectAttempts && !stream.destroyed) {
         x.retries++;
         route.app.metrics.retries.inc();
         x.slot = null;
-        return this.acquire(stream, headers, x, route, snap, clientIp, port, tried, prefs);
+        return this.acquire(stream, headers, x, route, snap, conn, tried, prefs);
       }
       this.fail(stream, x, def, err.code ?? err.message);
     });
