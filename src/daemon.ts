@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import type { DestinationStream } from 'pino';
 import { AdminServer, type AdminBackend, type ReloadOutcome } from './admin/server.ts';
+import { machineJson, makeMachinesBackend } from './admin/machinesBackend.ts';
 import { loadConfig } from './config/load.ts';
 import { ConfigError, type Config } from './config/types.ts';
 import { HealthChecker } from './machines/health.ts';
@@ -216,19 +217,9 @@ export class Daemon {
         return this.manager
           .all()
           .filter((m) => m.app === app)
-          .map((m) => ({
-            id: m.id,
-            region: m.region,
-            state: m.state,
-            cordoned: m.cordoned,
-            driver: m.driver,
-            private_ip: m.host,
-            ports: Object.fromEntries(m.ports),
-            checks: Object.fromEntries([...m.slots.values()].map((s) => [String(s.internalPort), { healthy: s.healthy, load: s.load }])),
-            pid: m.pid || undefined,
-            last_error: m.lastError || undefined,
-          }));
+          .map(machineJson);
       },
+      ...makeMachinesBackend(this.manager, () => kickQueues(this.routes())),
     };
   }
 }

@@ -6,6 +6,7 @@ import http from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import type { Logger } from '../observe/log.ts';
 import type { Metrics } from '../observe/metrics.ts';
+import { handleMachineRoute, machineRouteMethods, readBody, type MachinesBackend } from './machinesApi.ts';
 
 export interface ReloadOutcome {
   readonly ok: boolean;
@@ -13,7 +14,7 @@ export interface ReloadOutcome {
   readonly error?: { readonly file: string; readonly key: string; readonly line: number; readonly reason: string };
 }
 
-export interface AdminBackend {
+export interface AdminBackend extends MachinesBackend {
   ready(): boolean;
   reload(): Promise<ReloadOutcome>;
   apps(): unknown[];
@@ -100,7 +101,12 @@ export class AdminServer {
       res.setHeader('www-authenticate', 'Bearer');
       return json(res, 401, { error: { code: 'PA01', reason: 'missing or wrong bearer token' } });
     }
-    await drain(req);
+    const body = await readBody(req, MAX_BODY);
+    if (body === null) return json(res, 413, { error: { code: 'PA09', reason: `request body larger than ${MAX_BODY} bytes` } });
+    if (machineRouteMethods(path) !== null) {
+      const out = await handleMachineRoute(path, url, body, this.backend);
+      return json(res, out.status, out.body);
+    }
     if (path === '/v1/reload') {
       const out = await this.backend.reload();
       return json(res, out.ok ? 200 : 422, out);
@@ -127,22 +133,12 @@ function allowedMethods(path: string): readonly string[] | null {
     case '/v1/reload':
       return POST;
   }
-  return /^\/v1\/apps\/[^/]+\/machines$/.test(path) ? GET : null;
+  if (/^\/v1\/apps\/[^/]+\/machines$/.test(path)) return GET;
+  return machineRouteMethods(path);
 }
 const GET = ['GET', 'HEAD'] as const;
 const POST = ['POST'] as const;
 
-/** Reads and discards a bounded request body (none of today's routes take one). */
-async function drain(req: http.IncomingMessage): Promise<void> {
-  let n = 0;
-  for await (const chunk of req) {
-    n += (chunk as Buffer).length;
-    if (n > MAX_BODY) {
-      req.destroy();
-      return;
-    }
-  }
-}
 
 function json(res: http.ServerResponse, status: number, body: unknown): void {
   const s = JSON.stringify(body, null, 2) + '\n';

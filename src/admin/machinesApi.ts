@@ -1,0 +1,82 @@
+// The Machines-API-shaped part of the admin listener (spec section 8, shaped like the Fly
+// Machines API): one Machine, its start/stop/suspend/cordon/uncordon actions and `wait`. Paths
+// are parsed here; the daemon's backend does the work through the Machine manager.
+
+import type http from 'node:http';
+
+export type MachineAction = 'start' | 'stop' | 'suspend' | 'cordon' | 'uncordon';
+
+export interface ApiReply {
+  readonly status: number;
+  readonly body: unknown;
+}
+
+export interface MachinesBackend {
+  /** The Machine as JSON, or null when the app or the Machine does not exist. */
+  machine(app: string, id: string): unknown | null;
+  action(app: string, id: string, action: MachineAction, body: Record<string, unknown>): Promise<ApiReply>;
+  wait(app: string, id: string, state: string, timeoutMs: number): Promise<ApiReply>;
+}
+
+const ACTIONS: readonly MachineAction[] = ['start', 'stop', 'suspend', 'cordon', 'uncordon'];
+const WAIT_STATES = ['started', 'stopped', 'suspended', 'destroyed', 'failed'];
+/** Fly's wait takes a timeout in seconds; petrel bounds it like every other wait. */
+const MAX_WAIT_S = 300;
+
+const MACHINE_PATH = /^\/v1\/apps\/([^/]+)\/machines\/([^/]+)(?:\/(start|stop|suspend|cordon|uncordon|wait))?$/;
+
+/** Methods a Machines path takes, or null when the path is not one of ours. */
+export function machineRouteMethods(path: string): readonly string[] | null {
+  const m = MACHINE_PATH.exec(path);
+  if (m === null) return null;
+  const verb = m[3];
+  if (verb === undefined || verb === 'wait') return ['GET', 'HEAD'];
+  return ['POST'];
+}
+
+export function apiError(status: number, code: string, reason: string): ApiReply {
+  return { status, body: { error: { code, reason } } };
+}
+
+/** Handles a Machines path (token already checked, method already allowed). */
+export async function handleMachineRoute(path: string, url: URL, rawBody: string, backend: MachinesBackend): Promise<ApiReply> {
+  const m = MACHINE_PATH.exec(path)!;
+  const app = decodeURIComponent(m[1]!);
+  const id = decodeURIComponent(m[2]!);
+  const verb = m[3];
+  if (backend.machine(app, id) === null) return apiError(404, 'PA03', `no Machine ${id} in app ${app}`);
+  if (verb === undefined) return { status: 200, body: backend.machine(app, id) };
+  if (verb === 'wait') {
+    const state = url.searchParams.get('state') ?? 'started';
+    if (!WAIT_STATES.includes(state)) return apiError(400, 'PA07', `state must be one of ${WAIT_STATES.join(', ')}`);
+    const t = url.searchParams.get('timeout');
+    const seconds = t === null ? 60 : Number(t);
+    if (!Number.isInteger(seconds) || seconds < 1 || seconds > MAX_WAIT_S) return apiError(400, 'PA07', `timeout must be a whole number of seconds from 1 to ${MAX_WAIT_S}`);
+    return backend.wait(app, id, state, seconds * 1000);
+  }
+  let body: Record<string, unknown> = {};
+  if (rawBody.trim() !== '') {
+    try {
+      const parsed: unknown = JSON.parse(rawBody);
+      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return apiError(400, 'PA08', 'the request body must be a JSON object');
+      body = parsed as Record<string, unknown>;
+    } catch (err) {
+      return apiError(400, 'PA08', `malformed JSON body: ${(err as Error).message}`);
+    }
+  }
+  return backend.action(app, id, verb as MachineAction, body);
+}
+
+/** Reads a request body up to `max` bytes; null when it is larger. */
+export async function readBody(req: http.IncomingMessage, max: number): Promise<string | null> {
+  let n = 0;
+  const parts: Buffer[] = [];
+  for await (const chunk of req) {
+    n += (chunk as Buffer).length;
+    if (n > max) return null;
+    parts.push(chunk as Buffer);
+  }
+  return Buffer.concat(parts).toString('utf8');
+}
+
+export { ACTIONS };
