@@ -13,7 +13,8 @@ import { MachineManager } from './machines/manager.ts';
 import type { DriverFactory } from './machines/drivers/index.ts';
 import { makeLoggers, setLevel, type Loggers } from './observe/log.ts';
 import { Metrics } from './observe/metrics.ts';
-import { kickQueues, setLocalRegion } from './proxy/capacity.ts';
+import { kickQueues, setLocalRegion, setWaker } from './proxy/capacity.ts';
+import { MachineWaker } from './machines/waker.ts';
 import { ProxyContext } from './proxy/context.ts';
 import { closeH2Agents } from './proxy/h2.ts';
 import { upstreamPools } from './proxy/upstream.ts';
@@ -102,6 +103,7 @@ export class Daemon {
   }
 
   private wire(): void {
+    setWaker(new MachineWaker(this.manager, this.log.machines, () => this.config.node.region));
     this.health.attach(this.manager);
     // The checker logs each change once; here only queues and metrics react to it.
     this.health.onChange((slot, healthy) => {

@@ -63,14 +63,35 @@ export function enqueue(
   limits: AcquireLimits,
   now: number,
   resolve: (slot: MachineSlot | null) => void,
+  timeoutMs: number = limits.queueTimeoutMs,
 ): Waiter | ProxyErrorDef {
   const q = route.live.queue;
   if (countLive(q) >= limits.queueLength) return E.QUEUE_FULL;
-  const w = new Waiter(now, limits.queueTimeoutMs, exclude, resolve);
+  const w = new Waiter(now, timeoutMs, exclude, resolve);
   q.push(w);
   queueRoutes.set(route.live, route);
-  armQueueTimer(limits.queueTimeoutMs);
+  armQueueTimer(timeoutMs);
   return w;
+}
+
+/**
+ * How the data plane asks the control plane to wake sleeping Machines (autostart, spec
+ * section 5). `wake` starts what `waiting` requests need (never more) and returns at once;
+ * the requests wait in the service's queue and are served when a woken Machine becomes ready.
+ */
+export interface Waker {
+  /** True when a Machine of the route is starting (already, or because of this call). */
+  wake(route: ServiceRoute, waiting: number): boolean;
+}
+
+let waker: Waker | null = null;
+export function setWaker(w: Waker | null): void {
+  waker = w;
+}
+
+/** Asks for a wake for one more waiting request; false when nothing can be woken. */
+export function wakeFor(route: ServiceRoute): boolean {
+  return waker !== null && route.service.autoStartMachines && waker.wake(route, countLive(route.live.queue) + 1);
 }
 
 /** The client left: its place is free at once (the entry is purged by the next sweep). */
@@ -90,9 +111,11 @@ export function waitForCapacity(
   exclude: readonly MachineSlot[],
   limits: AcquireLimits,
   now: number,
+  timeoutMs: number = limits.queueTimeoutMs,
+  timeoutDef: ProxyErrorDef = E.QUEUE_TIMEOUT,
 ): Promise<MachineSlot | ProxyErrorDef> {
   return new Promise((resolve) => {
-    const w = enqueue(route, exclude, limits, now, (slot) => resolve(slot ?? E.QUEUE_TIMEOUT));
+    const w = enqueue(route, exclude, limits, now, (slot) => resolve(slot ?? timeoutDef), timeoutMs);
     if (!(w instanceof Waiter)) resolve(w);
   });
 }

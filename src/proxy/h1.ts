@@ -7,7 +7,7 @@
 import type net from 'node:net';
 import type { MachineSlot } from '../machines/runtime.ts';
 import type { AppRoute, ServiceRoute, Snapshot } from '../snapshot/snapshot.ts';
-import { QUEUE, cancelWait, enqueue, tryAcquire } from './capacity.ts';
+import { QUEUE, cancelWait, enqueue, tryAcquire, wakeFor } from './capacity.ts';
 import { Waiter } from '../snapshot/live.ts';
 import { ConnectError, connectTo } from './connect.ts';
 import type { ProxyContext } from './context.ts';
@@ -114,6 +114,8 @@ export class Downstream implements Sweepable {
   tried: MachineSlot[];
   /** Our place in the hard-limit queue while waiting for capacity. */
   waiter: Waiter | null;
+  /** The wait is for a Machine being woken (autostart), not for capacity at the hard limit. */
+  waking: boolean;
   /** Fly-* client routing headers of the current request, read only when present. */
   prefs: RoutingPrefs | null;
   /** The failure that made us try another Machine: reported if no other Machine is left. */
@@ -160,6 +162,7 @@ export class Downstream implements Sweepable {
     this.countedApp = null;
     this.tried = [];
     this.waiter = null;
+    this.waking = false;
     this.prefs = null;
     this.lastFail = null;
     this.lastFailDetail = '';
@@ -246,6 +249,7 @@ export class Downstream implements Sweepable {
     this.tried.length = 0;
     this.lastFail = null;
     this.prefs = null;
+    this.waking = false;
 
     const r = routeHttp(snap, this.port, this.sni, head.host, this.routed);
     x.app = r.app;
@@ -300,11 +304,21 @@ export class Downstream implements Sweepable {
       this.unpin();
     }
     const got = tryAcquire(route, this.tried.length ? this.tried : null);
-    if (got === QUEUE) {
-      const w = enqueue(route, this.tried.slice(), this.snap.limits, performance.now(), this.onQueued);
-      if (w instanceof Waiter) this.waiter = w;
-      else this.noCapacity(w);
-      return;
+    // Nothing free now. Autostart (spec section 5): wake sleeping Machines for the waiting
+    // demand; the request then waits for them, bounded by wake_timeout instead of queue_timeout.
+    if (got === QUEUE || (got === E.NO_MACHINE && route.service.autoStartMachines)) {
+      const waking = wakeFor(route);
+      if (got === QUEUE || waking) {
+        const limits = this.snap.limits;
+        const w = enqueue(route, this.tried.slice(), limits, performance.now(), this.onQueued, waking ? limits.wakeTimeoutMs : limits.queueTimeoutMs);
+        if (w instanceof Waiter) {
+          this.waiter = w;
+          this.waking = waking;
+        } else {
+          this.noCapacity(w);
+        }
+        return;
+      }
     }
     if ((got as MachineSlot).machine === undefined) return this.noCapacity(got as ProxyErrorDef);
     this.took(got as MachineSlot);
@@ -318,14 +332,19 @@ export class Downstream implements Sweepable {
 
   private readonly onQueued = (slot: MachineSlot | null): void => {
     this.waiter = null;
-    this.onCapacity(slot ?? E.QUEUE_TIMEOUT);
+    this.onCapacity(slot ?? (this.waking ? E.WAKE_TIMEOUT : E.QUEUE_TIMEOUT));
   };
 
   private onCapacity(got: MachineSlot | ProxyErrorDef): void {
     const x = this.x;
     const waited = performance.now() - x.startedAt;
-    x.queueMs = waited;
-    this.route!.app.metrics.queueWait.observe(waited / 1000);
+    if (this.waking) {
+      this.waking = false;
+      x.wakeMs = waited;
+    } else {
+      x.queueMs = waited;
+      this.route!.app.metrics.queueWait.observe(waited / 1000);
+    }
     if (this.state === S_CLOSED) {
       // The client left while queued: hand the capacity straight back.
       if ((got as MachineSlot).machine !== undefined) this.ctx.releaseSlot(got as MachineSlot, this.route!);
@@ -777,6 +796,8 @@ export class Downstream implements Sweepable {
       `HTTP/1.1 ${def.status} ${STATUS_TEXT[def.status] ?? 'Error'}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${body.length}\r\nserver: petrel\r\n` +
         (x.id ? `fly-request-id: ${x.id}\r\n` : '') +
         `x-petrel-error: ${def.code}\r\n` +
+        // A Machine may be awake soon: tell well-behaved clients when to come back.
+        (def === E.WAKE_TIMEOUT ? 'retry-after: 1\r\n' : '') +
         (this.keepAlive ? '' : 'connection: close\r\n') +
         '\r\n',
       'latin1',

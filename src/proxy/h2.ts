@@ -9,7 +9,7 @@ import type net from 'node:net';
 import type tls from 'node:tls';
 import type { MachineSlot } from '../machines/runtime.ts';
 import type { ServiceRoute, Snapshot } from '../snapshot/snapshot.ts';
-import { QUEUE, cancelWait, enqueue, tryAcquire } from './capacity.ts';
+import { QUEUE, cancelWait, enqueue, tryAcquire, wakeFor } from './capacity.ts';
 import { Waiter } from '../snapshot/live.ts';
 import type { ProxyContext } from './context.ts';
 import { E, errorBody, type ProxyErrorDef } from './errors.ts';
@@ -169,14 +169,28 @@ export class H2Frontend {
       conn.unpin(this.ctx);
     }
     const got = tryAcquire(route, tried.length ? tried : null);
-    if (got === QUEUE) {
+    // Autostart (spec section 5), as on HTTP/1.1: wake sleeping Machines for the waiting demand.
+    const waking = got === QUEUE || (got === E.NO_MACHINE && route.service.autoStartMachines) ? wakeFor(route) : false;
+    if (got === QUEUE || waking) {
       const t0 = performance.now();
-      const w = enqueue(route, tried.slice(), snap.limits, t0, (slot) => {
-        stream.off('close', cancel);
-        x.queueMs += performance.now() - t0;
-        route.app.metrics.queueWait.observe((performance.now() - t0) / 1000);
-        this.took(stream, headers, x, route, snap, conn, tried, slot ?? E.QUEUE_TIMEOUT, prefs);
-      });
+      const limits = snap.limits;
+      const w = enqueue(
+        route,
+        tried.slice(),
+        limits,
+        t0,
+        (slot) => {
+          stream.off('close', cancel);
+          const waited = performance.now() - t0;
+          if (waking) x.wakeMs += waited;
+          else {
+            x.queueMs += waited;
+            route.app.metrics.queueWait.observe(waited / 1000);
+          }
+          this.took(stream, headers, x, route, snap, conn, tried, slot ?? (waking ? E.WAKE_TIMEOUT : E.QUEUE_TIMEOUT), prefs);
+        },
+        waking ? limits.wakeTimeoutMs : limits.queueTimeoutMs,
+      );
       if (!(w instanceof Waiter)) return this.took(stream, headers, x, route, snap, conn, tried, w, prefs);
       // The client gave up (RST_STREAM or connection gone) while queued: free the place at once.
       const cancel = () => {

@@ -5,7 +5,7 @@
 import type net from 'node:net';
 import type { MachineSlot } from '../machines/runtime.ts';
 import type { ServiceRoute, Snapshot } from '../snapshot/snapshot.ts';
-import { QUEUE, tryAcquire, waitForCapacity } from './capacity.ts';
+import { QUEUE, tryAcquire, waitForCapacity, wakeFor } from './capacity.ts';
 import { ConnectError, connectTo } from './connect.ts';
 import { E, type ProxyErrorDef } from './errors.ts';
 import { Exchange, finishExchange } from './exchange.ts';
@@ -23,11 +23,19 @@ export async function acquireAndConnect(ctx: ProxyContext, x: Exchange, route: S
   let lastFail: ConnectError | null = null;
   for (let attempt = 0; ; attempt++) {
     let got: MachineSlot | ProxyErrorDef | typeof QUEUE = tryAcquire(route, tried.length ? tried : null);
-    if (got === QUEUE) {
+    // Autostart (spec section 5): wake sleeping Machines; wait for them up to wake_timeout.
+    const waking = got === QUEUE || (got === E.NO_MACHINE && route.service.autoStartMachines) ? wakeFor(route) : false;
+    if (got === QUEUE || waking) {
       const t0 = performance.now();
-      got = await waitForCapacity(route, tried, limits, t0);
-      x.queueMs += performance.now() - t0;
-      route.app.metrics.queueWait.observe((performance.now() - t0) / 1000);
+      got = waking
+        ? await waitForCapacity(route, tried, limits, t0, limits.wakeTimeoutMs, E.WAKE_TIMEOUT)
+        : await waitForCapacity(route, tried, limits, t0);
+      const waited = performance.now() - t0;
+      if (waking) x.wakeMs += waited;
+      else {
+        x.queueMs += waited;
+        route.app.metrics.queueWait.observe(waited / 1000);
+      }
     }
     // After failed attempts, "no other Machine" is best explained by the last failure.
     if (!isSlot(got)) throw lastFail !== null && got === E.NO_MACHINE ? lastFail : new ConnectError(got, '');
