@@ -60,3 +60,24 @@ t.test('a burst against stopped Machines starts only as many as its concurrency 
   const started = ms.filter((m) => m.state === 'started').length;
   t.ok(started >= 1 && started <= 2, `100 requests with soft_limit 50 started ${started} Machine(s), at most 2`);
 });
+
+t.test('without checks, a process Machine takes traffic once it accepts connections (no cold-start 502)', async (t) => {
+  const plain = `app = "nochk"
+[http_service]
+internal_port = 8080
+[[machines]]
+id = "nochk-1"
+driver = "process"
+cmd = ["node", ${JSON.stringify(DEMO_MACHINE)}]
+`;
+  const p = await startPetrel({ apps: { nochk: plain } });
+  t.teardown(() => p.stop());
+  // Right after start the Machine is still booting: the request waits for it.
+  const first = await get(p.httpPort, 'nochk.test', '/boot');
+  t.equal(first.status, 200, 'a request during boot is served once the Machine listens');
+  await p.daemon.manager.stop('nochk-1');
+  const woken = await get(p.httpPort, 'nochk.test', '/wake');
+  t.equal(woken.status, 200, 'a woken Machine without checks is used once it accepts connections');
+  const codes = p.log.access().map((l) => l['code']);
+  t.notOk(codes.includes('PC01'), 'no connect-refused errors on the way');
+});

@@ -70,6 +70,9 @@ class MachineWatch {
 
 /** Probe period while a started Machine has not passed its checks yet. */
 const WARMING_PROBE_MS = 50;
+/** How long a process Machine without checks may take to accept its first connection. */
+const READINESS_CAP_MS = 30_000;
+const READY_CHECKS = 'ready: checks passed after start';
 
 export class HealthChecker {
   private readonly logger: Logger;
@@ -136,7 +139,10 @@ export class HealthChecker {
     for (const sw of byPort.values()) {
       sw.slot.hasChecks = sw.runs.length > 0;
       if (sw.runs.length === 0) {
-        this.set(w, sw, true, 'service has no checks');
+        // No checks: a process Machine just started is ready once it accepts a TCP connection
+        // (spec section 5); until then requests wait for it instead of getting 502s.
+        if (prev === undefined && m.driver === 'process') this.awaitListening(w, sw);
+        else this.set(w, sw, true, 'service has no checks');
         continue;
       }
       w.slots.push(sw);
@@ -191,6 +197,30 @@ export class HealthChecker {
         r.graceTimer = null;
       }
     }
+  }
+
+  /**
+   * Readiness of a service without checks: TCP connects every WARMING_PROBE_MS until one
+   * succeeds. A Machine that never accepts within READINESS_CAP_MS is routed to anyway, so
+   * connect errors surface (502 with a code) rather than requests waiting forever.
+   */
+  private awaitListening(w: MachineWatch, sw: SlotWatch): void {
+    const slot = sw.slot;
+    slot.healthy = false;
+    slot.warming = true;
+    const deadline = performance.now() + READINESS_CAP_MS;
+    const probe = async (): Promise<void> => {
+      if (w.closed) return;
+      const failure = await tcpProbe(w.m.host, slot.port, Math.min(1000, READINESS_CAP_MS));
+      if (w.closed) return;
+      if (failure === null || performance.now() > deadline) {
+        slot.warming = false;
+        this.set(w, sw, true, failure === null ? 'ready: accepting connections' : `never accepted a connection (${failure}); routing to it anyway`);
+        return;
+      }
+      setTimeout(() => void probe(), WARMING_PROBE_MS).unref();
+    };
+    void probe();
   }
 
   /**
@@ -261,7 +291,7 @@ export class HealthChecker {
     }
     // A Machine that never passed was already out of routing: still say once that it failed.
     if (failing !== null) this.set(w, sw, false, `check ${failing.check.name} failed: ${failing.lastError}`, first);
-    else if (!pending) this.set(w, sw, true, first ? 'checks passed after start' : 'checks passing');
+    else if (!pending) this.set(w, sw, true, first ? READY_CHECKS : 'checks passing');
   }
 
   private set(w: MachineWatch, sw: SlotWatch, healthy: boolean, reason: string, announce = false): void {
@@ -269,7 +299,7 @@ export class HealthChecker {
     if (slot.healthy === healthy && !announce) return;
     slot.healthy = healthy;
     const fields = { machine: w.m.id, app: w.m.app, internalPort: slot.internalPort, reason };
-    if (healthy) this.logger.info(fields, reason === 'checks passed after start' ? 'Machine service ready; in routing' : 'Machine service healthy; back in routing');
+    if (healthy) this.logger.info(fields, reason.startsWith('ready: ') ? 'Machine service ready; in routing' : 'Machine service healthy; back in routing');
     else this.logger.warn(fields, 'Machine service checks failing; out of routing');
     for (const cb of this.listeners) {
       try {
