@@ -62,15 +62,18 @@ export class Daemon {
     this.poolTimer = null;
     this.adminPort = 0;
     this.manager = new MachineManager({ logger: log.machines, drivers: opts.drivers });
-    this.metrics = new Metrics({
-      forEachMachineLoad: (fn) => {
-        for (const m of this.manager.all()) {
-          let load = 0;
-          for (const s of m.slots.values()) load += s.load;
-          fn(m.app, m.id, load);
-        }
+    this.metrics = new Metrics(
+      {
+        forEachMachineLoad: (fn) => {
+          for (const m of this.manager.all()) {
+            let load = 0;
+            for (const s of m.slots.values()) load += s.load;
+            fn(m.app, m.id, load);
+          }
+        },
       },
-    });
+      { forEachMachineState: (fn) => this.manager.all().forEach((m) => fn(m.app, m.state)) },
+    );
     this.health = new HealthChecker({ logger: log.machines });
     this.live = new LiveRegistry();
     this.holder = new SnapshotHolder(snapshotFactory(this));
@@ -110,8 +113,11 @@ export class Daemon {
       if (healthy) kickQueues(this.routes());
       else this.metrics.checkFailures.labels(slot.machine.app).inc();
     });
-    this.manager.onTransition((m, _from, to) => {
+    this.manager.onTransition((m, from, to) => {
       this.metrics.machineTransitions.labels(m.app, to).inc();
+      if (to === 'starting') this.metrics.machineStarts.labels(m.app, from === 'suspended' ? 'resume' : 'cold').inc();
+      else if (to === 'stopped' && from === 'stopping') this.metrics.machineStops.labels(m.app, 'stop').inc();
+      else if (to === 'suspended') this.metrics.machineStops.labels(m.app, 'suspend').inc();
       if (to === 'started') kickQueues(this.routes());
     });
   }

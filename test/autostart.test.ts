@@ -3,7 +3,7 @@
 // concurrency needs; with auto_start_machines = false it gets 503 at once.
 
 import t from 'tap';
-import { DEMO_MACHINE, get, startPetrel } from './helpers/petrel.ts';
+import { DEMO_MACHINE, get, metricValue, scrapeMetrics, startPetrel } from './helpers/petrel.ts';
 import { waitFor } from './helpers/machines-fixtures.ts';
 
 function app(name: string, machines: number, extra: string): string {
@@ -40,6 +40,13 @@ t.test('a stopped Machine is woken by a request, which is held until it is ready
   t.equal(m.state, 'started');
   const line = p.log.access().find((l) => l['path'] === '/woken');
   t.ok((line?.['wake_ms'] as number) > 0, `the access log shows the wake time (${String(line?.['wake_ms'])} ms)`);
+
+  const metrics = await scrapeMetrics(p.adminPort);
+  t.equal(metricValue(metrics, 'petrel_machine_starts_total', { app: 'wake', kind: 'cold' }), 2, 'two cold starts: boot and wake');
+  t.equal(metricValue(metrics, 'petrel_machine_stops_total', { app: 'wake', kind: 'stop' }), 1);
+  t.equal(metricValue(metrics, 'petrel_wake_seconds_count', { app: 'wake' }), 1, 'one request waited for a wake');
+  t.equal(metricValue(metrics, 'petrel_machines', { app: 'wake', state: 'started' }), 1);
+  t.equal(metricValue(metrics, 'petrel_machines', { app: 'off', state: 'stopped' }), 1);
 
   const refused = await get(p.httpPort, 'off.test', '/');
   t.equal(refused.status, 503, 'auto_start_machines = false: no wake');

@@ -9,6 +9,11 @@ const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 /** Seconds; covers sub-millisecond proxying up to the 60 s default response timeout. */
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
+export interface MachineStateSource {
+  /** Each Machine's app and state, read at scrape time only. */
+  forEachMachineState(fn: (app: string, state: string) => void): void;
+}
+
 export interface MachineLoadSource {
   /** Current concurrency per Machine, read at scrape time only. */
   forEachMachineLoad(fn: (app: string, machine: string, load: number) => void): void;
@@ -22,6 +27,7 @@ export class AppMetrics {
   readonly connections: client.Gauge.Internal<string>;
   readonly retries: client.Counter.Internal;
   readonly queueWait: client.Histogram.Internal<string>;
+  readonly wake: client.Histogram.Internal<string>;
   constructor(m: Metrics, app: string) {
     this.app = app;
     this.responses = STATUS_CLASSES.map((c) => m.responses.labels(app, c));
@@ -29,12 +35,14 @@ export class AppMetrics {
     this.connections = m.connections.labels(app);
     this.retries = m.retries.labels(app);
     this.queueWait = m.queueWait.labels(app);
+    this.wake = m.wake.labels(app);
     // Export every series from the start ("avoid missing metrics"): rate() over a series that
     // appears only at its first event misses that event.
     for (const c of this.responses) c.inc(0);
     this.retries.inc(0);
     m.responseSeconds.zero({ app });
     m.queueWait.zero({ app });
+    m.wake.zero({ app });
   }
   response(status: number, seconds: number): void {
     const i = ((status / 100) | 0) - 1;
@@ -50,15 +58,19 @@ export class Metrics {
   readonly connections: client.Gauge<'app'>;
   readonly retries: client.Counter<'app'>;
   readonly queueWait: client.Histogram<'app'>;
+  readonly wake: client.Histogram<'app'>;
   readonly errors: client.Counter<'app' | 'code'>;
   readonly reloads: client.Counter<'outcome'>;
   readonly tlsErrors: client.Counter<'code'>;
   readonly machineConcurrency: client.Gauge<'app' | 'machine'>;
   readonly machineTransitions: client.Counter<'app' | 'state'>;
+  readonly machineStarts: client.Counter<'app' | 'kind'>;
+  readonly machineStops: client.Counter<'app' | 'kind'>;
+  readonly machines: client.Gauge<'app' | 'state'>;
   readonly checkFailures: client.Counter<'app'>;
   private readonly apps: Map<string, AppMetrics>;
 
-  constructor(source: MachineLoadSource) {
+  constructor(source: MachineLoadSource, states?: MachineStateSource) {
     const registry = new client.Registry();
     this.registry = registry;
     client.collectDefaultMetrics({ register: registry });
@@ -94,6 +106,44 @@ export class Metrics {
       labelNames: ['app'],
       buckets: LATENCY_BUCKETS,
       registers: reg,
+    });
+    this.wake = new client.Histogram({
+      name: 'petrel_wake_seconds',
+      help: 'Time requests waited for a sleeping Machine to be woken and ready (autostart)',
+      labelNames: ['app'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: reg,
+    });
+    this.machineStarts = new client.Counter({
+      name: 'petrel_machine_starts_total',
+      help: 'Machine starts by kind: cold (from stopped, failed or created) or resume (from suspended)',
+      labelNames: ['app', 'kind'],
+      registers: reg,
+    });
+    this.machineStops = new client.Counter({
+      name: 'petrel_machine_stops_total',
+      help: 'Machine stops by kind: stop or suspend',
+      labelNames: ['app', 'kind'],
+      registers: reg,
+    });
+    this.machines = new client.Gauge({
+      name: 'petrel_machines',
+      help: 'Machines by app and state',
+      labelNames: ['app', 'state'],
+      registers: reg,
+      collect() {
+        if (states === undefined) return;
+        this.reset();
+        const counts = new Map<string, number>();
+        states.forEachMachineState((app, state) => {
+          const k = `${app}\u0000${state}`;
+          counts.set(k, (counts.get(k) ?? 0) + 1);
+        });
+        for (const [k, n] of counts) {
+          const [app, state] = k.split('\u0000') as [string, string];
+          this.labels(app, state).set(n);
+        }
+      },
     });
     this.errors = new client.Counter({
       name: 'petrel_proxy_errors_total',
@@ -160,6 +210,7 @@ export class Metrics {
       this.connections.remove(app);
       this.retries.remove(app);
       this.queueWait.remove(app);
+      this.wake.remove(app);
     }
   }
 }

@@ -116,6 +116,7 @@ export function finishExchange(x: Exchange, metrics: Metrics, access: Logger): v
   const total = now - x.startedAt;
   const app = x.app;
   if (app !== null && x.status > 0) app.metrics.response(x.status, total / 1000);
+  if (app !== null && x.wakeMs > 0) app.metrics.wake.observe(x.wakeMs / 1000);
   if (x.error !== null) metrics.errors.labels(app?.config.name ?? UNROUTED, x.error.code).inc();
   if (!access.isLevelEnabled('info')) return;
   writeAccessLine(access, x, total);
