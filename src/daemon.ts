@@ -15,6 +15,7 @@ import { makeLoggers, setLevel, type Loggers } from './observe/log.ts';
 import { Metrics } from './observe/metrics.ts';
 import { kickQueues, setLocalRegion, setWaker } from './proxy/capacity.ts';
 import { MachineWaker } from './machines/waker.ts';
+import { Autostop } from './machines/autostop.ts';
 import { ProxyContext } from './proxy/context.ts';
 import { closeH2Agents } from './proxy/h2.ts';
 import { upstreamPools } from './proxy/upstream.ts';
@@ -46,6 +47,7 @@ export class Daemon {
   readonly listeners: Listeners;
   readonly admin: AdminServer;
   readonly adminToken: string;
+  readonly autostop: Autostop;
   adminPort: number;
   private version: number;
   private reloading: Promise<unknown>;
@@ -81,6 +83,7 @@ export class Daemon {
     this.listeners = new Listeners(this.ctx);
     this.adminToken = config.node.admin.token || randomBytes(24).toString('base64url');
     this.admin = new AdminServer(this.adminToken, this.metrics, this.backend(), log.admin);
+    this.autostop = new Autostop(this.manager, this.holder, log.machines);
   }
 
   /** Loads config and starts everything; throws ConfigError for a bad config, Error for a bind failure. */
@@ -102,6 +105,7 @@ export class Daemon {
     d.adminPort = await d.admin.listen(config.node.admin.host, config.node.admin.port);
     d.poolTimer = setInterval(() => upstreamPools.expire(performance.now(), d.holder.current.limits.upstreamIdleTimeoutMs), 1000);
     d.poolTimer.unref();
+    d.autostop.start();
     return d;
   }
 
@@ -203,6 +207,7 @@ export class Daemon {
     upstreamPools.closeAll();
     closeH2Agents();
     this.health.close();
+    await this.autostop.close();
     await this.manager.stopAll(Math.max(0, deadline - performance.now()) + 1000);
     await this.admin.close();
     this.log.root.info('petrel stopped');

@@ -46,6 +46,9 @@ export interface Limits {
   readonly queueLength: number; // queue_length per app, 503 PR04 when full
   readonly queueTimeoutMs: number; // queue_timeout, 503 PR05
   readonly wakeTimeoutMs: number; // wake_timeout, 503 PM03 (lifecycle issue)
+  readonly autostopIntervalMs: number; // autostop_interval: period of the autostop pass
+  readonly autostopIdleMs: number; // autostop_idle: how long a Machine must be idle before autostop takes it
+  readonly stopDrainTimeoutMs: number; // stop_drain_timeout: how long a stop waits for in-flight work
   readonly maxConnectionsPerApp: number; // max_connections_per_app, 503 PR06
   readonly maxConnections: number; // max_connections (whole node)
   readonly shutdownTimeoutMs: number; // shutdown_timeout: drain deadline on SIGTERM

@@ -1,0 +1,128 @@
+// Autostop (spec section 5), control plane. Every `autostop_interval`, for each app with
+// `auto_stop_machines` = stop|suspend and each region: excess = running - (over_soft + 1); an
+// idle Machine (no load for `autostop_idle`) is stopped or suspended when there is excess, or when
+// it is the region's only one; at most one per region per pass; never below
+// `min_machines_running` in the primary region. Stop sequence: cordon (no new traffic), wait for
+// in-flight work (bounded by `stop_drain_timeout`), stop or suspend, uncordon (so autostart can
+// wake it again).
+
+import type { Logger } from '../observe/log.ts';
+import type { SnapshotHolder } from '../snapshot/holder.ts';
+import type { AppRoute, ServiceRoute } from '../snapshot/snapshot.ts';
+import type { MachineManager } from './manager.ts';
+import type { MachineRuntime } from './runtime.ts';
+
+const DRAIN_POLL_MS = 25;
+
+function load(m: MachineRuntime): number {
+  let n = 0;
+  for (const s of m.slots.values()) n += s.load;
+  return n;
+}
+
+export class Autostop {
+  private readonly manager: MachineManager;
+  private readonly holder: SnapshotHolder;
+  private readonly log: Logger;
+  private timer: NodeJS.Timeout | null;
+  private running: Promise<void> | null;
+  private closed: boolean;
+
+  constructor(manager: MachineManager, holder: SnapshotHolder, log: Logger) {
+    this.manager = manager;
+    this.holder = holder;
+    this.log = log;
+    this.timer = null;
+    this.running = null;
+    this.closed = false;
+  }
+
+  /** Starts the loop; the period is re-read from the current snapshot before every pass. */
+  start(): void {
+    this.arm();
+  }
+
+  private arm(): void {
+    if (this.closed) return;
+    this.timer = setTimeout(() => {
+      void this.pass().finally(() => this.arm());
+    }, this.holder.current.limits.autostopIntervalMs);
+    this.timer.unref();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    await this.running;
+  }
+
+  /** One pass over every app and region (also called directly by tests). */
+  pass(): Promise<void> {
+    this.running ??= this.doPass().finally(() => (this.running = null));
+    return this.running;
+  }
+
+  private async doPass(): Promise<void> {
+    const snap = this.holder.current;
+    const now = performance.now();
+    const work: Promise<void>[] = [];
+    for (const app of snap.apps.values()) {
+      const svc = app.config.services[0];
+      if (svc === undefined || svc.autoStopMachines === 'off') continue;
+      const byRegion = new Map<string, MachineRuntime[]>();
+      for (const m of this.manager.all()) {
+        if (m.app !== app.config.name || m.driver === 'static') continue;
+        let list = byRegion.get(m.region);
+        if (list === undefined) byRegion.set(m.region, (list = []));
+        list.push(m);
+      }
+      for (const [region, machines] of byRegion) {
+        const pick = this.choose(app, region, machines, now, snap.limits.autostopIdleMs);
+        if (pick !== null) work.push(this.stopSequence(pick, svc.autoStopMachines, snap.limits.stopDrainTimeoutMs));
+      }
+    }
+    await Promise.all(work);
+  }
+
+  /** The Machine this pass stops in one region, or null. */
+  private choose(app: AppRoute, region: string, machines: MachineRuntime[], now: number, idleMs: number): MachineRuntime | null {
+    const running = machines.filter((m) => m.state === 'started' && !m.cordoned);
+    if (running.length === 0) return null;
+    const routes = [...app.byPort.values()];
+    const overSoft = running.filter((m) => atOrAboveSoft(m, routes)).length;
+    const excess = running.length - (overSoft + 1);
+    const minimum = region === app.config.primaryRegion ? app.config.services[0]!.minMachinesRunning : 0;
+    if (running.length <= minimum) return null;
+    const idle = running.filter((m) => load(m) === 0 && now - m.lastActivity >= idleMs);
+    if (idle.length === 0) return null;
+    // A lone Machine goes only when idle (it is, here); several only when there is excess.
+    if (running.length > 1 && excess <= 0) return null;
+    idle.sort((a, b) => a.lastActivity - b.lastActivity);
+    return idle[0]!;
+  }
+
+  private async stopSequence(m: MachineRuntime, mode: 'stop' | 'suspend', drainMs: number): Promise<void> {
+    m.cordoned = true;
+    try {
+      const deadline = performance.now() + drainMs;
+      while (load(m) > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, DRAIN_POLL_MS));
+      // A request may have slipped in just before the cordon and still be running: it was given
+      // the drain time; what is left is cut by the stop.
+      if (mode === 'suspend' && this.manager.driver(m).canSuspend) await this.manager.suspend(m.id);
+      else await this.manager.stop(m.id);
+      this.log.info({ machine: m.id, app: m.app, kind: mode }, `autostop: Machine ${mode === 'suspend' ? 'suspended' : 'stopped'}`);
+    } catch (err) {
+      this.log.warn({ machine: m.id, app: m.app, err: err instanceof Error ? err.message : String(err) }, 'autostop: could not stop the Machine');
+    } finally {
+      m.cordoned = false;
+    }
+  }
+}
+
+function atOrAboveSoft(m: MachineRuntime, routes: readonly ServiceRoute[]): boolean {
+  for (const r of routes) {
+    const s = m.slots.get(r.service.internalPort);
+    if (s !== undefined && s.load >= r.softLimit) return true;
+  }
+  return false;
+}
