@@ -69,7 +69,7 @@ class MachineWatch {
 }
 
 /** Probe period while a started Machine has not passed its checks yet. */
-const WARMING_PROBE_MS = 50;
+const WARMING_PROBE_MS = 10;
 /** How long a process Machine without checks may take to accept its first connection. */
 const READINESS_CAP_MS = 30_000;
 const READY_CHECKS = 'ready: checks passed after start';
