@@ -25,6 +25,7 @@ function machineConfig(id: string, region: string): MachineConfig {
     driver: 'static',
     address: '127.0.0.1:1',
     cmd: null,
+    api: null,
     cwd: '/',
     env: new Map<string, string>(),
     killSignal: 'SIGINT',

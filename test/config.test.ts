@@ -362,6 +362,7 @@ t.test('app file: every key', async (t) => {
       driver: 'static',
       address: '127.0.0.1:18080',
       cmd: null,
+      api: null,
       cwd: dir,
       env: [],
       killSignal: 'SIGTERM',
@@ -569,7 +570,7 @@ t.test('app file errors', async (t) => {
 
   // Machines.
   const M = `${A}[[machines]]\nid = "m"\n`; // lines 2-3
-  bad(`${M}driver = "docker"`, 'machines[0].driver', 4, /must be one of "static", "process", got "docker"/);
+  bad(`${M}driver = "docker"`, 'machines[0].driver', 4, /must be one of "static", "process", "machines-api", got "docker"/);
   bad(`${A}[[machines]]\nid = "M_1"\ndriver = "static"`, 'machines[0].id', 3, /lower-case letters, digits and dashes/);
   bad(`${M}driver = "static"\naddress = "127.0.0.1"`, 'machines[0].address', 5, /is not "host:port"/);
   bad(`${M}driver = "static"\naddress = "127.0.0.1:0"`, 'machines[0].address', 5, /port 1-65535/);

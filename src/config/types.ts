@@ -158,7 +158,18 @@ export interface ServiceConfig {
   readonly source: SourceRef;
 }
 
-export type DriverKind = 'static' | 'process';
+export type DriverKind = 'static' | 'process' | 'machines-api';
+
+/** Where a `machines-api` Machine is driven: an API shaped like the Fly Machines API. */
+export interface MachinesApiConfig {
+  /** Base URL, e.g. "http://10.0.0.5:9091" (petrel's own admin API is one such API). */
+  readonly url: string;
+  readonly token: string;
+  /** Environment variable holding the token, read when the driver calls (api_token_env). */
+  readonly tokenEnv: string | null;
+  /** The app name on that API (default: this app's name). */
+  readonly app: string;
+}
 
 export interface MachineConfig {
   readonly id: string;
@@ -169,6 +180,8 @@ export interface MachineConfig {
   readonly address: string | null;
   /** process: argv; relative paths resolve against the app file's directory. */
   readonly cmd: readonly string[] | null;
+  /** machines-api: the API that starts, stops and suspends this Machine. */
+  readonly api: MachinesApiConfig | null;
   readonly cwd: string;
   readonly env: ReadonlyMap<string, string>;
   readonly killSignal: NodeJS.Signals;

@@ -141,7 +141,7 @@ export class HealthChecker {
       if (sw.runs.length === 0) {
         // No checks: a process Machine just started is ready once it accepts a TCP connection
         // (spec section 5); until then requests wait for it instead of getting 502s.
-        if (prev === undefined && m.driver === 'process') this.awaitListening(w, sw);
+        if (prev === undefined && m.driver !== 'static') this.awaitListening(w, sw);
         else this.set(w, sw, true, 'service has no checks');
         continue;
       }

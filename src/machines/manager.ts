@@ -59,7 +59,7 @@ export function launchKey(mc: MachineConfig, app: AppConfig): string {
   // The app parts a driver bakes into the running Machine: ports it allocates or maps, and the
   // env it sets (PRIMARY_REGION).
   const appPart = mc.driver === 'process' ? [internalPorts(app), app.primaryRegion] : [primaryInternalPort(app)];
-  return JSON.stringify([mc.driver, mc.address, mc.cmd, mc.cwd, env, appPart]);
+  return JSON.stringify([mc.driver, mc.address, mc.cmd, mc.api, mc.cwd, env, appPart]);
 }
 
 /** Fields fixed for a runtime's lifetime (readonly on MachineRuntime): changing one means a new runtime. */
@@ -211,7 +211,9 @@ export class MachineManager {
     const deadline = performance.now() + deadlineMs;
     const ops: Promise<void>[] = [];
     for (const m of this.machines.values()) {
-      if (m.driver === 'static') continue;
+      // Only Machines this node runs itself: static ones and those of a Machines API belong
+      // to someone else (other nodes may be routing to them).
+      if (m.driver !== 'process') continue;
       const op = this.serial(m, () =>
         this.doStop(m, { timeoutMs: Math.min(m.config.killTimeoutMs, Math.max(0, deadline - performance.now())) }),
       );

@@ -30,6 +30,7 @@ export function machineConfig(o: Opt<MachineConfig, 'id'>): MachineConfig {
     driver: 'process',
     address: null,
     cmd: null,
+    api: null,
     cwd: ROOT,
     env: new Map<string, string>(),
     killSignal: 'SIGINT',

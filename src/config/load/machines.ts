@@ -2,7 +2,7 @@
 
 import path from 'node:path';
 
-import type { MachineConfig } from '../types.ts';
+import type { MachineConfig, MachinesApiConfig } from '../types.ts';
 import type { AppReading } from './app.ts';
 import { frozenMap } from './freeze.ts';
 import { describeValue } from './section.ts';
@@ -21,12 +21,16 @@ export function readMachine(
 ): MachineConfig {
   const id = s.require('id', s.matching('id', MACHINE_ID, 'use lower-case letters, digits and dashes'));
   const region = s.matching('region', REGION, REGION_RULE) ?? reading.node.region;
-  const driver = s.require('driver', s.oneOf('driver', ['static', 'process'] as const));
+  const driver = s.require('driver', s.oneOf('driver', ['static', 'process', 'machines-api'] as const));
   let address: string | null = null;
   let cmd: string[] | null = null;
+  let api: MachinesApiConfig | null = null;
   let env: ReadonlyMap<string, string> = frozenMap([]);
   let cwd = reading.dir;
-  if (driver === 'static') {
+  if (driver === 'machines-api') {
+    for (const key of ['cmd', 'env', 'cwd', 'address']) if (s.has(key)) s.fail(key, 'not for driver "machines-api": the API reports where the Machine is');
+    api = readApi(s, app.name);
+  } else if (driver === 'static') {
     const hostPort = s.require('address', readHostPort(s, 'address', 1));
     address = `${hostPort.host.includes(':') ? `[${hostPort.host}]` : hostPort.host}:${hostPort.port}`;
     for (const key of ['cmd', 'env', 'cwd']) if (s.has(key)) s.fail(key, 'only for driver "process"');
@@ -39,7 +43,24 @@ export function readMachine(
   }
   s.finish();
   const { killSignal, killTimeoutMs } = app;
-  return { id, app: app.name, region, driver, address, cmd, cwd, env, killSignal, killTimeoutMs, source: s.source() };
+  return { id, app: app.name, region, driver, address, cmd, api, cwd, env, killSignal, killTimeoutMs, source: s.source() };
+}
+
+/** `api_url` (required), `api_token` or `api_token_env`, `api_app` (default: this app). */
+function readApi(s: Section, appName: string): MachinesApiConfig {
+  const url = s.require('api_url', s.string('api_url'));
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return s.fail('api_url', `not a URL: ${JSON.stringify(url)}`);
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') s.fail('api_url', 'must be an http:// or https:// URL');
+  if (s.has('api_token') && s.has('api_token_env')) s.fail('api_token_env', 'give api_token or api_token_env, not both');
+  const tokenEnv = s.matching('api_token_env', ENV_NAME, ENV_NAME_RULE) ?? null;
+  const token = s.string('api_token') ?? '';
+  const remoteApp = s.matching('api_app', /^[a-z0-9-]+$/, 'use lower-case letters, digits and dashes') ?? appName;
+  return { url: url.replace(/\/+$/, ''), token, tokenEnv, app: remoteApp };
 }
 
 /**

@@ -6,6 +6,7 @@ import type { DriverKind } from '../../config/types.ts';
 import type { DriverEvents, MachineDriver } from '../runtime.ts';
 import { ProcessDriver } from './process.ts';
 import { StaticDriver } from './static.ts';
+import { MachinesApiDriver } from './machinesApi.ts';
 
 export type DriverRegistry = ReadonlyMap<DriverKind, MachineDriver>;
 
@@ -21,6 +22,7 @@ export const createDrivers: DriverFactory = (opts) => {
   const drivers = new Map<DriverKind, MachineDriver>();
   drivers.set('static', new StaticDriver());
   drivers.set('process', new ProcessDriver({ logger: opts.logger, events: opts.events }));
+  drivers.set('machines-api', new MachinesApiDriver());
   return drivers;
 };
 
