@@ -16,25 +16,11 @@ import {
   startPetrelProcess,
   tryConnect,
   until,
+  webApp,
   type Origin,
   type PetrelProcess,
 } from './helpers/spawn-petrel.ts';
 
-function webApp(originPort: number): string {
-  return `app = "web"
-
-[http_service]
-internal_port = ${originPort}
-
-[http_service.tls_options]
-default_self_signed = true
-
-[[machines]]
-id = "web-1"
-driver = "static"
-address = "127.0.0.1:${originPort}"
-`;
-}
 
 async function setup(t: Test, limits = ''): Promise<{ origin: Origin; p: PetrelProcess }> {
   const origin = await startOrigin(t, 'web-origin');

@@ -19,25 +19,10 @@ import {
   startWrk,
   tryConnect,
   until,
+  webApp,
   type Reply,
 } from './helpers/spawn-petrel.ts';
 
-/** A static-Machine app on ports 80 (http) and 443 (tls + http, self-signed certificate). */
-function webApp(originPort: number): string {
-  return `app = "web"
-
-[http_service]
-internal_port = ${originPort}
-
-[http_service.tls_options]
-default_self_signed = true
-
-[[machines]]
-id = "web-1"
-driver = "static"
-address = "127.0.0.1:${originPort}"
-`;
-}
 
 function httpsGet(port: number, host: string, path: string): Promise<Reply> {
   return new Promise((resolve, reject) => {

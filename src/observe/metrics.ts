@@ -51,6 +51,15 @@ export class AppMetrics {
   }
 }
 
+/** A counter on the node's registry (every petrel counter is defined this way). */
+function counter<L extends string>(reg: client.Registry[], name: string, help: string, labelNames: readonly L[]): client.Counter<L> {
+  return new client.Counter({ name, help, labelNames, registers: reg });
+}
+
+function histogram<L extends string>(reg: client.Registry[], name: string, help: string, labelNames: readonly L[], buckets: number[]): client.Histogram<L> {
+  return new client.Histogram({ name, help, labelNames, buckets, registers: reg });
+}
+
 export class Metrics {
   readonly registry: client.Registry;
   readonly responses: client.Counter<'app' | 'status_class'>;
@@ -75,38 +84,16 @@ export class Metrics {
     this.registry = registry;
     client.collectDefaultMetrics({ register: registry });
     const reg = [registry];
-    this.responses = new client.Counter({
-      name: 'petrel_http_responses_total',
-      help: 'HTTP responses sent to clients, by app and status class',
-      labelNames: ['app', 'status_class'],
-      registers: reg,
-    });
-    this.responseSeconds = new client.Histogram({
-      name: 'petrel_http_response_seconds',
-      help: 'Time from request head received to response complete',
-      labelNames: ['app'],
-      buckets: LATENCY_BUCKETS,
-      registers: reg,
-    });
+    this.responses = counter(reg, 'petrel_http_responses_total', 'HTTP responses sent to clients, by app and status class', ['app', 'status_class'] as const);
+    this.responseSeconds = histogram(reg, 'petrel_http_response_seconds', 'Time from request head received to response complete', ['app'] as const, LATENCY_BUCKETS);
     this.connections = new client.Gauge({
       name: 'petrel_connections_active',
       help: 'Client connections open, by app (connections not yet routed count as app="_unrouted")',
       labelNames: ['app'],
       registers: reg,
     });
-    this.retries = new client.Counter({
-      name: 'petrel_upstream_retries_total',
-      help: 'Failed connects to a Machine retried on another Machine',
-      labelNames: ['app'],
-      registers: reg,
-    });
-    this.queueWait = new client.Histogram({
-      name: 'petrel_queue_wait_seconds',
-      help: 'Time requests waited in the queue because every Machine was at its hard limit',
-      labelNames: ['app'],
-      buckets: LATENCY_BUCKETS,
-      registers: reg,
-    });
+    this.retries = counter(reg, 'petrel_upstream_retries_total', 'Failed connects to a Machine retried on another Machine', ['app'] as const);
+    this.queueWait = histogram(reg, 'petrel_queue_wait_seconds', 'Time requests waited in the queue because every Machine was at its hard limit', ['app'] as const, LATENCY_BUCKETS);
     this.wake = new client.Histogram({
       name: 'petrel_wake_seconds',
       help: 'Time requests waited for a sleeping Machine to be woken and ready (autostart)',
@@ -114,18 +101,8 @@ export class Metrics {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: reg,
     });
-    this.machineStarts = new client.Counter({
-      name: 'petrel_machine_starts_total',
-      help: 'Machine starts by kind: cold (from stopped, failed or created) or resume (from suspended)',
-      labelNames: ['app', 'kind'],
-      registers: reg,
-    });
-    this.machineStops = new client.Counter({
-      name: 'petrel_machine_stops_total',
-      help: 'Machine stops by kind: stop or suspend',
-      labelNames: ['app', 'kind'],
-      registers: reg,
-    });
+    this.machineStarts = counter(reg, 'petrel_machine_starts_total', 'Machine starts by kind: cold (from stopped, failed or created) or resume (from suspended)', ['app', 'kind'] as const);
+    this.machineStops = counter(reg, 'petrel_machine_stops_total', 'Machine stops by kind: stop or suspend', ['app', 'kind'] as const);
     this.machines = new client.Gauge({
       name: 'petrel_machines',
       help: 'Machines by app and state',
@@ -145,24 +122,9 @@ export class Metrics {
         }
       },
     });
-    this.errors = new client.Counter({
-      name: 'petrel_proxy_errors_total',
-      help: 'Proxy-made errors by stable error code',
-      labelNames: ['app', 'code'],
-      registers: reg,
-    });
-    this.reloads = new client.Counter({
-      name: 'petrel_config_reloads_total',
-      help: 'Configuration reloads by outcome (success, failure)',
-      labelNames: ['outcome'],
-      registers: reg,
-    });
-    this.tlsErrors = new client.Counter({
-      name: 'petrel_tls_handshake_errors_total',
-      help: 'TLS handshakes that failed, by error code',
-      labelNames: ['code'],
-      registers: reg,
-    });
+    this.errors = counter(reg, 'petrel_proxy_errors_total', 'Proxy-made errors by stable error code', ['app', 'code'] as const);
+    this.reloads = counter(reg, 'petrel_config_reloads_total', 'Configuration reloads by outcome (success, failure)', ['outcome'] as const);
+    this.tlsErrors = counter(reg, 'petrel_tls_handshake_errors_total', 'TLS handshakes that failed, by error code', ['code'] as const);
     this.machineConcurrency = new client.Gauge({
       name: 'petrel_machine_concurrency',
       help: 'In-flight requests or connections per Machine (per its services concurrency type)',
@@ -173,18 +135,8 @@ export class Metrics {
         source.forEachMachineLoad((app, machine, load) => this.labels(app, machine).set(load));
       },
     });
-    this.machineTransitions = new client.Counter({
-      name: 'petrel_machine_transitions_total',
-      help: 'Machine state transitions, by app and the state entered',
-      labelNames: ['app', 'state'],
-      registers: reg,
-    });
-    this.checkFailures = new client.Counter({
-      name: 'petrel_machine_check_failures_total',
-      help: 'Machines that went from passing to failing their service checks',
-      labelNames: ['app'],
-      registers: reg,
-    });
+    this.machineTransitions = counter(reg, 'petrel_machine_transitions_total', 'Machine state transitions, by app and the state entered', ['app', 'state'] as const);
+    this.checkFailures = counter(reg, 'petrel_machine_check_failures_total', 'Machines that went from passing to failing their service checks', ['app'] as const);
     this.reloads.labels('success').inc(0);
     this.reloads.labels('failure').inc(0);
     this.apps = new Map();

@@ -18,27 +18,18 @@ import { peerAddress } from './host.ts';
 import { requestId } from './requestId.ts';
 import { RouteResult, routeHttp } from './route.ts';
 import { connectErrorDef } from './connect.ts';
+import { H_CONTENT_LENGTH, KIND_NAMES, REQUEST_DROP_KINDS } from './http1/index.ts';
 import { RoutingPrefs, acquireWithPrefs, prefsFromHeaders } from './flyRouting.ts';
 
-/** Request headers never forwarded: hop-by-hop, and client copies of the ones petrel sets. */
-const DROP_REQUEST = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
+/**
+ * Request headers never forwarded: the same set as HTTP/1.1 (hop-by-hop, client copies of the
+ * ones petrel sets), plus Host, which petrel writes from :authority. Content-Length is kept: the
+ * HTTP/1.1 path re-emits it from its parser, here the client's value is the only statement of
+ * the body's length (nghttp2 checks it against the DATA frames).
+ */
+const DROP_REQUEST: ReadonlySet<string> = new Set([
   'host',
-  'fly-client-ip',
-  'x-forwarded-proto',
-  'x-forwarded-ssl',
-  'x-forwarded-port',
-  'fly-forwarded-port',
-  'fly-region',
-  'fly-request-id',
-  'via',
-  'x-forwarded-for',
+  ...REQUEST_DROP_KINDS.filter((k) => k !== H_CONTENT_LENGTH).map((k) => KIND_NAMES[k]!),
 ]);
 
 /** Response headers HTTP/2 forbids or that are per-hop (RFC 9113 §8.2.2). */

@@ -300,6 +300,23 @@ function streamEnd(s: NodeJS.ReadableStream): Promise<void> {
 
 // ---- config trees ------------------------------------------------------------------------
 
+/** A static-Machine app on ports 80 (http) and 443 (tls + http, self-signed certificate). */
+export function webApp(originPort: number): string {
+  return `app = "web"
+
+[http_service]
+internal_port = ${originPort}
+
+[http_service.tls_options]
+default_self_signed = true
+
+[[machines]]
+id = "web-1"
+driver = "static"
+address = "127.0.0.1:${originPort}"
+`;
+}
+
 export interface NodeDirOptions {
   /** App files: name -> TOML text. */
   readonly apps: Record<string, string>;

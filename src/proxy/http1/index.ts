@@ -35,6 +35,7 @@ export { MessageHead, DROP, KIND_MASK, SLOTS, MAX_CONNECTION_TOKENS } from './he
 export {
   RequestHead,
   RequestHeadParser,
+  REQUEST_DROP_KINDS,
   type RequestLimits,
   FORM_ORIGIN,
   FORM_ABSOLUTE,

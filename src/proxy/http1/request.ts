@@ -88,8 +88,7 @@ export const FORM_ASTERISK = 2;
  * 9110 §7.6.1 plus the legacy Keep-Alive/Proxy-Connection; the rest are headers petrel sets itself
  * (spec.md §4), whose client-supplied copies must not reach the app as if we had set them.
  */
-const REQ_DROP = new Uint8Array(32);
-for (const k of [
+export const REQUEST_DROP_KINDS: readonly number[] = Object.freeze([
   H_CONTENT_LENGTH,
   H_TRANSFER_ENCODING,
   H_CONNECTION,
@@ -107,9 +106,9 @@ for (const k of [
   H_FLY_REQUEST_ID,
   H_VIA,
   H_X_FORWARDED_FOR,
-]) {
-  REQ_DROP[k] = 1;
-}
+]);
+const REQ_DROP = new Uint8Array(32);
+for (const k of REQUEST_DROP_KINDS) REQ_DROP[k] = 1;
 
 const METHODS: readonly string[] = ['GET', 'PUT', 'POST', 'HEAD', 'PATCH', 'TRACE', 'DELETE', 'OPTIONS', 'CONNECT'];
 const METHOD_BYTES = METHODS.map((m) => Uint8Array.from(m, (c) => c.charCodeAt(0)));
