@@ -18,7 +18,6 @@ export interface MachinesBackend {
   wait(app: string, id: string, state: string, timeoutMs: number): Promise<ApiReply>;
 }
 
-const ACTIONS: readonly MachineAction[] = ['start', 'stop', 'suspend', 'cordon', 'uncordon'];
 const WAIT_STATES = ['started', 'stopped', 'suspended', 'destroyed', 'failed'];
 /** Fly's wait takes a timeout in seconds; petrel bounds it like every other wait. */
 const MAX_WAIT_S = 300;
@@ -79,4 +78,3 @@ export async function readBody(req: http.IncomingMessage, max: number): Promise<
   return Buffer.concat(parts).toString('utf8');
 }
 
-export { ACTIONS };
