@@ -5,7 +5,9 @@
 import { randomBytes } from 'node:crypto';
 import type { DestinationStream } from 'pino';
 import { AdminServer, type AdminBackend, type ReloadOutcome } from './admin/server.ts';
-import { machineJson, makeMachinesBackend } from './admin/machinesBackend.ts';
+import { makeMachinesBackend } from './admin/machinesBackend.ts';
+import type { CreateRequest } from './admin/machineCreate.ts';
+import { ApiMachines } from './machines/apiMachines.ts';
 import { loadConfig } from './config/load.ts';
 import { ConfigError, type Config } from './config/types.ts';
 import { HealthChecker } from './machines/health.ts';
@@ -24,6 +26,7 @@ import { buildSnapshot } from './snapshot/build.ts';
 import { SnapshotHolder } from './snapshot/holder.ts';
 import { LiveRegistry } from './snapshot/live.ts';
 import type { Snapshot } from './snapshot/snapshot.ts';
+import type { CertTable } from './tls/certTable.ts';
 import { loadCertificates } from './tls/load.ts';
 
 export interface DaemonOptions {
@@ -36,7 +39,11 @@ export interface DaemonOptions {
 
 export class Daemon {
   readonly opts: DaemonOptions;
+  /** The applied config: the files' config plus Machines created through the admin API. */
   config: Config;
+  /** The config as the files say, before API-made Machines are added. */
+  private fileConfig: Config;
+  private readonly apiMachines: ApiMachines;
   readonly log: Loggers;
   readonly metrics: Metrics;
   readonly manager: MachineManager;
@@ -57,6 +64,8 @@ export class Daemon {
   private constructor(opts: DaemonOptions, config: Config, log: Loggers, snapshotFactory: (d: Daemon) => Snapshot) {
     this.opts = opts;
     this.config = config;
+    this.fileConfig = config;
+    this.apiMachines = new ApiMachines();
     this.log = log;
     this.version = 1;
     this.reloading = Promise.resolve();
@@ -67,11 +76,7 @@ export class Daemon {
     this.metrics = new Metrics(
       {
         forEachMachineLoad: (fn) => {
-          for (const m of this.manager.all()) {
-            let load = 0;
-            for (const s of m.slots.values()) load += s.load;
-            fn(m.app, m.id, load);
-          }
+          for (const m of this.manager.all()) fn(m.app, m.id, m.totalLoad());
         },
       },
       { forEachMachineState: (fn) => this.manager.all().forEach((m) => fn(m.app, m.state)) },
@@ -158,16 +163,7 @@ export class Daemon {
     }
     try {
       const certs = await loadCertificates(config, this.log.tls);
-      await this.manager.reconcile(config);
-      const snap = buildSnapshot({ version: this.version + 1, config, machines: this.manager, metrics: this.metrics, live: this.live, certs });
-      const commit = await this.listeners.prepare(snap);
-      this.version++;
-      this.config = config;
-      setLocalRegion(config.node.region);
-      setLevel(this.log, config.node.logLevel);
-      this.holder.swap(snap);
-      await commit();
-      kickQueues(this.routes());
+      await this.apply(config, certs);
       this.metrics.reloads.labels('success').inc();
       this.log.config.info({ version: this.version, apps: config.apps.size }, 'config reloaded');
       return { ok: true, version: this.version };
@@ -177,6 +173,49 @@ export class Daemon {
       this.log.config.error({ err }, 'reload failed, old config keeps serving');
       return { ok: false, version: this.version, error: { file: this.opts.configPath, key: '', line: 0, reason } };
     }
+  }
+
+  /**
+   * Applies `fileConfig` plus the API-made Machines: reconcile the Machines, build and publish a
+   * whole new snapshot, sync the listeners. Callers serialise through `reloading`.
+   */
+  private async apply(fileConfig: Config, certs: CertTable, skipStart?: ReadonlySet<string>): Promise<void> {
+    const { config, dropped } = this.apiMachines.merge(fileConfig);
+    for (const d of dropped) this.log.machines.warn({ machine: d.machine }, `Machine created through the admin API removed: ${d.reason}`);
+    await this.manager.reconcile(config, { skipStart });
+    const snap = buildSnapshot({ version: this.version + 1, config, machines: this.manager, metrics: this.metrics, live: this.live, certs });
+    const commit = await this.listeners.prepare(snap);
+    this.version++;
+    this.fileConfig = fileConfig;
+    this.config = config;
+    setLocalRegion(config.node.region);
+    setLevel(this.log, config.node.logLevel);
+    this.holder.swap(snap);
+    await commit();
+    kickQueues(this.routes());
+  }
+
+  /** Runs a change of the API-made Machines as one more apply, in line with reloads. */
+  private changeMachines(change: () => void, skipStart?: ReadonlySet<string>): Promise<void> {
+    const run = this.reloading.then(() => {
+      change();
+      return this.apply(this.fileConfig, this.holder.current.certs, skipStart);
+    });
+    this.reloading = run.catch(() => undefined);
+    return run;
+  }
+
+  private async addMachine(req: CreateRequest): Promise<void> {
+    await this.changeMachines(() => this.apiMachines.add(req.machine), req.skipLaunch ? new Set([req.machine.id]) : undefined);
+    this.log.machines.info({ machine: req.machine.id, app: req.machine.app, region: req.machine.region }, 'Machine created through the admin API');
+    const m = this.manager.get(req.machine.id);
+    // The reconcile records a failed start on the Machine; the API reports it as a failure.
+    if (!req.skipLaunch && m !== undefined && m.state === 'failed') throw new Error(`Machine ${m.id} did not start: ${m.lastError}`);
+  }
+
+  private async removeMachine(id: string): Promise<void> {
+    await this.changeMachines(() => this.apiMachines.delete(id));
+    this.log.machines.info({ machine: id }, 'Machine destroyed through the admin API');
   }
 
   /**
@@ -195,6 +234,9 @@ export class Daemon {
     this.log.root.info({ deadline_ms: limits.shutdownTimeoutMs }, 'shutting down: no new connections, draining in-flight requests');
     await this.listeners.stopAccepting();
     this.listeners.h2.goaway();
+    // WebSocket clients get a Close (1001) so they reconnect to another node instead of
+    // waiting for a TCP reset at the deadline.
+    for (const m of this.manager.all()) for (const t of m.tunnels) t.goAway();
     for (const c of this.ctx.h1Conns) c.drainIdle();
     while (this.listeners.sockets.size > 0 && performance.now() < deadline) {
       await new Promise((r) => setTimeout(r, 25));
@@ -225,14 +267,16 @@ export class Daemon {
           machines: a.config.machines.length,
           connections: a.live.connections,
         })),
-      machines: (app) => {
-        if (!this.holder.current.apps.has(app)) return null;
-        return this.manager
-          .all()
-          .filter((m) => m.app === app)
-          .map(machineJson);
-      },
-      ...makeMachinesBackend(this.manager, () => kickQueues(this.routes())),
+      ...makeMachinesBackend({
+        manager: this.manager,
+        routingChanged: () => kickQueues(this.routes()),
+        drainMs: () => this.holder.current.limits.stopDrainTimeoutMs,
+        nodeRegion: () => this.config.node.region,
+        app: (name) => this.config.apps.get(name),
+        isApiMachine: (id) => this.apiMachines.has(id),
+        addMachine: (req) => this.addMachine(req),
+        removeMachine: (id) => this.removeMachine(id),
+      }),
     };
   }
 }

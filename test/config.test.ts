@@ -517,6 +517,10 @@ t.test('app file errors', async (t) => {
   bad(`${A}[http_service]\ninternal_port = 65536`, 'http_service.internal_port', 3, /between 1 and 65535, got 65536/);
   bad(`${A}[http_service]\nauto_stop_machines = "yes"`, 'http_service.auto_stop_machines', 3, /must be one of "off", "stop", "suspend" \(or legacy true\/false\)/);
   bad(`${A}[http_service]\nmin_machines_running = -1`, 'http_service.min_machines_running', 3, /at least 0/);
+  bad(`${A}[http_service]\nmin_machines_running_per_region = { FRA = 1 }`, 'http_service.min_machines_running_per_region.FRA', 3, /not a region name/);
+  bad(`${A}[http_service]\nmin_machines_running_per_region = { fra = -1 }`, 'http_service.min_machines_running_per_region.fra', 3, /whole number of Machines/);
+  bad(`${A}[http_service]\nmin_machines_running_per_region = { fra = "1" }`, 'http_service.min_machines_running_per_region.fra', 3, /whole number.*got the string "1"/);
+  bad(`${A}[http_service]\nmin_machines_running_per_region = 1`, 'http_service.min_machines_running_per_region', 3, /expected a table/);
   bad(`${A}[http_service.concurrency]\ntype = "bytes"`, 'http_service.concurrency.type', 3, /must be one of "connections", "requests"/);
   bad(`${A}[http_service.concurrency]\nsoft_limit = 0`, 'http_service.concurrency.soft_limit', 3, /at least 1/);
   bad(`${A}[http_service.concurrency]\nsoft_limit = 30\nhard_limit = 25`, 'http_service.concurrency.soft_limit', 3, /must not be above hard_limit \(25\), got 30/);

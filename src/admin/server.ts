@@ -18,7 +18,6 @@ export interface AdminBackend extends MachinesBackend {
   ready(): boolean;
   reload(): Promise<ReloadOutcome>;
   apps(): unknown[];
-  machines(app: string): unknown[] | null;
 }
 
 const MAX_BODY = 64 * 1024;
@@ -104,7 +103,7 @@ export class AdminServer {
     const body = await readBody(req, MAX_BODY);
     if (body === null) return json(res, 413, { error: { code: 'PA09', reason: `request body larger than ${MAX_BODY} bytes` } });
     if (machineRouteMethods(path) !== null) {
-      const out = await handleMachineRoute(path, url, body, this.backend);
+      const out = await handleMachineRoute(method, path, url, body, this.backend);
       return json(res, out.status, out.body);
     }
     if (path === '/v1/reload') {
@@ -112,12 +111,6 @@ export class AdminServer {
       return json(res, out.ok ? 200 : 422, out);
     }
     if (path === '/v1/apps') return json(res, 200, this.backend.apps());
-    const m = /^\/v1\/apps\/([^/]+)\/machines$/.exec(path);
-    if (m !== null) {
-      const list = this.backend.machines(decodeURIComponent(m[1]!));
-      if (list === null) return json(res, 404, { error: { code: 'PA02', reason: `no app ${m[1]}` } });
-      return json(res, 200, list);
-    }
     return json(res, 404, { error: { code: 'PA04', reason: `no admin route ${method} ${path}` } });
   }
 }
@@ -133,7 +126,6 @@ function allowedMethods(path: string): readonly string[] | null {
     case '/v1/reload':
       return POST;
   }
-  if (/^\/v1\/apps\/[^/]+\/machines$/.test(path)) return GET;
   return machineRouteMethods(path);
 }
 const GET = ['GET', 'HEAD'] as const;

@@ -154,6 +154,8 @@ export interface ServiceConfig {
   readonly autoStopMachines: AutoStop;
   readonly autoStartMachines: boolean;
   readonly minMachinesRunning: number;
+  /** Per-region minimums (`min_machines_running_per_region`); a listed region overrides the primary's rule. */
+  readonly minMachinesPerRegion: ReadonlyMap<string, number>;
   readonly checks: readonly Check[];
   readonly source: SourceRef;
 }

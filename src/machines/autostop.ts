@@ -1,23 +1,41 @@
 // Autostop (spec section 5), control plane. Every `autostop_interval`, for each app with
 // `auto_stop_machines` = stop|suspend and each region: excess = running - (over_soft + 1); an
 // idle Machine (no load for `autostop_idle`) is stopped or suspended when there is excess, or when
-// it is the region's only one; at most one per region per pass; never below
-// `min_machines_running` in the primary region. Stop sequence: cordon (no new traffic), wait for
-// in-flight work (bounded by `stop_drain_timeout`), stop or suspend, uncordon (so autostart can
-// wake it again).
+// it is the region's only one; at most one per region per pass; never below the region's minimum
+// (`min_machines_running` in the primary region, `min_machines_running_per_region` anywhere).
+// The stop itself is the shared stop sequence (stopSequence.ts): cordon, drain, WebSocket Close
+// frames, stop or suspend, uncordon (so autostart can wake it again).
 
 import type { Logger } from '../observe/log.ts';
 import type { SnapshotHolder } from '../snapshot/holder.ts';
+import type { AppConfig } from '../config/types.ts';
 import type { AppRoute, ServiceRoute } from '../snapshot/snapshot.ts';
 import type { MachineManager } from './manager.ts';
 import type { MachineRuntime } from './runtime.ts';
+import { stopSequence, type StopMode } from './stopSequence.ts';
 
-const DRAIN_POLL_MS = 25;
+/**
+ * A Machine serves every service of its app, so the app's services decide together: any service
+ * with auto_stop_machines turns it on (`off` is also the default, so it cannot veto), `suspend`
+ * wins over `stop` (the gentler of the two), and a region's minimum is the largest any service
+ * asks for.
+ */
+export function autostopMode(app: AppConfig): StopMode | null {
+  let mode: StopMode | null = null;
+  for (const svc of app.services) {
+    if (svc.autoStopMachines === 'suspend') return 'suspend';
+    if (svc.autoStopMachines === 'stop') mode = 'stop';
+  }
+  return mode;
+}
 
-function load(m: MachineRuntime): number {
-  let n = 0;
-  for (const s of m.slots.values()) n += s.load;
-  return n;
+export function regionMinimum(app: AppConfig, region: string): number {
+  let min = 0;
+  for (const svc of app.services) {
+    const n = svc.minMachinesPerRegion.get(region) ?? (region === app.primaryRegion ? svc.minMachinesRunning : 0);
+    if (n > min) min = n;
+  }
+  return min;
 }
 
 export class Autostop {
@@ -67,8 +85,8 @@ export class Autostop {
     const now = performance.now();
     const work: Promise<void>[] = [];
     for (const app of snap.apps.values()) {
-      const svc = app.config.services[0];
-      if (svc === undefined || svc.autoStopMachines === 'off') continue;
+      const mode = autostopMode(app.config);
+      if (mode === null) continue;
       const byRegion = new Map<string, MachineRuntime[]>();
       for (const m of this.manager.all()) {
         if (m.app !== app.config.name || m.driver === 'static') continue;
@@ -78,7 +96,7 @@ export class Autostop {
       }
       for (const [region, machines] of byRegion) {
         const pick = this.choose(app, region, machines, now, snap.limits.autostopIdleMs);
-        if (pick !== null) work.push(this.stopSequence(pick, svc.autoStopMachines, snap.limits.stopDrainTimeoutMs));
+        if (pick !== null) work.push(this.stop(pick, mode, snap.limits.stopDrainTimeoutMs));
       }
     }
     await Promise.all(work);
@@ -91,9 +109,8 @@ export class Autostop {
     const routes = [...app.byPort.values()];
     const overSoft = running.filter((m) => atOrAboveSoft(m, routes)).length;
     const excess = running.length - (overSoft + 1);
-    const minimum = region === app.config.primaryRegion ? app.config.services[0]!.minMachinesRunning : 0;
-    if (running.length <= minimum) return null;
-    const idle = running.filter((m) => load(m) === 0 && now - m.lastActivity >= idleMs);
+    if (running.length <= regionMinimum(app.config, region)) return null;
+    const idle = running.filter((m) => m.totalLoad() === 0 && now - m.lastActivity >= idleMs);
     if (idle.length === 0) return null;
     // A lone Machine goes only when idle (it is, here); several only when there is excess.
     if (running.length > 1 && excess <= 0) return null;
@@ -101,20 +118,12 @@ export class Autostop {
     return idle[0]!;
   }
 
-  private async stopSequence(m: MachineRuntime, mode: 'stop' | 'suspend', drainMs: number): Promise<void> {
-    m.cordoned = true;
+  private async stop(m: MachineRuntime, mode: StopMode, drainMs: number): Promise<void> {
     try {
-      const deadline = performance.now() + drainMs;
-      while (load(m) > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, DRAIN_POLL_MS));
-      // A request may have slipped in just before the cordon and still be running: it was given
-      // the drain time; what is left is cut by the stop.
-      if (mode === 'suspend' && this.manager.driver(m).canSuspend) await this.manager.suspend(m.id);
-      else await this.manager.stop(m.id);
-      this.log.info({ machine: m.id, app: m.app, kind: mode }, `autostop: Machine ${mode === 'suspend' ? 'suspended' : 'stopped'}`);
+      const done = await stopSequence(this.manager, m, mode, drainMs);
+      this.log.info({ machine: m.id, app: m.app, kind: done }, `autostop: Machine ${done === 'suspend' ? 'suspended' : 'stopped'}`);
     } catch (err) {
       this.log.warn({ machine: m.id, app: m.app, err: err instanceof Error ? err.message : String(err) }, 'autostop: could not stop the Machine');
-    } finally {
-      m.cordoned = false;
     }
   }
 }

@@ -26,6 +26,11 @@ export interface ReconcileResult {
   readonly unchanged: readonly string[];
 }
 
+export interface ReconcileOptions {
+  /** New Machines to register without starting (the API's `skip_launch`): they stay `created`. */
+  readonly skipStart?: ReadonlySet<string>;
+}
+
 export interface ManagerOptions {
   readonly logger: Logger;
   /** Builds the driver registry; defaults to the real drivers. */
@@ -155,8 +160,8 @@ export class MachineManager {
    * failures do not reject (the Machine goes to `failed` with lastError); reconciles run one at a
    * time.
    */
-  reconcile(config: Config): Promise<ReconcileResult> {
-    const run = this.reconciling.then(() => this.doReconcile(config));
+  reconcile(config: Config, opts: ReconcileOptions = {}): Promise<ReconcileResult> {
+    const run = this.reconciling.then(() => this.doReconcile(config, opts.skipStart));
     this.reconciling = run.then(noop, noop);
     return run;
   }
@@ -250,7 +255,7 @@ export class MachineManager {
     return next;
   }
 
-  private async doReconcile(config: Config): Promise<ReconcileResult> {
+  private async doReconcile(config: Config, skipStart: ReadonlySet<string> | undefined): Promise<ReconcileResult> {
     if (this.closing) throw new Error('Machine manager is shutting down; reconcile refused');
     this.apps = config.apps;
     const wanted = new Map<string, { mc: MachineConfig; app: AppConfig }>();
@@ -283,7 +288,8 @@ export class MachineManager {
       const m = this.machines.get(id);
       if (m === undefined) {
         added.push(id);
-        ops.push(this.startMachine(this.create(mc, key)));
+        const fresh = this.create(mc, key);
+        if (skipStart?.has(id) !== true) ops.push(this.startMachine(fresh));
       } else if (!sameIdentity(m, mc)) {
         // id, app, region and driver are readonly on the runtime (the data plane may hold it in
         // other apps' snapshots): replace the object. The old one is stopped before the new one

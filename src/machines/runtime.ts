@@ -72,6 +72,11 @@ export class MachineRuntime {
   pid: number;
   /** Last exit or failure description, for the admin API and logs. */
   lastError: string;
+  /**
+   * Open WebSocket tunnels to this Machine (the data plane adds and removes them): the stop
+   * sequence sends them a close frame before the Machine goes away.
+   */
+  readonly tunnels: Set<TunnelHandle>;
 
   constructor(config: MachineConfig) {
     this.id = config.id;
@@ -88,6 +93,7 @@ export class MachineRuntime {
     this.config = config;
     this.pid = 0;
     this.lastError = '';
+    this.tunnels = new Set();
   }
 
   slot(internalPort: number): MachineSlot {
@@ -99,10 +105,25 @@ export class MachineRuntime {
     return s;
   }
 
+  /** In-flight requests/connections over all services (the autostop idle test, the drain). */
+  totalLoad(): number {
+    let n = 0;
+    for (const s of this.slots.values()) n += s.load;
+    return n;
+  }
+
   /** Routable at all (health per service is on the slot). */
   get routable(): boolean {
     return this.state === 'started' && !this.cordoned;
   }
+}
+
+/** An open WebSocket tunnel, as the stop sequence sees it. */
+export interface TunnelHandle {
+  /** Sends the client a Close frame (1001 going away) at the next frame boundary. */
+  goAway(): void;
+  /** Closes both sides now (the bounded wait for a clean close is over). */
+  abort(): void;
 }
 
 /** Events a driver reports back about a Machine it runs (for example a process exiting on its own). */

@@ -5,7 +5,7 @@
 // Nothing here allocates a closure per request except the slow paths (queue wait, new connect).
 
 import type net from 'node:net';
-import type { MachineSlot } from '../machines/runtime.ts';
+import type { MachineRuntime, MachineSlot } from '../machines/runtime.ts';
 import type { AppRoute, ServiceRoute, Snapshot } from '../snapshot/snapshot.ts';
 import { QUEUE, cancelWait, enqueue, tryAcquire, wakeFor } from './capacity.ts';
 import { Waiter } from '../snapshot/live.ts';
@@ -34,6 +34,7 @@ import { requestId } from './requestId.ts';
 import { RouteResult, httpsLocation, routeHttp } from './route.ts';
 import { RoutingPrefs, acquireWithPrefs, prefsFromHead } from './flyRouting.ts';
 import { unwatch, watch, type Sweepable } from './sweeper.ts';
+import { WsSplice } from './wsSplice.ts';
 
 // Downstream connection states.
 const S_HEAD = 0; // reading a request head (or idle between requests)
@@ -122,6 +123,9 @@ export class Downstream implements Sweepable {
   lastFail: ProxyErrorDef | null;
   lastFailDetail: string;
   readonly routed: RouteResult;
+  /** The WebSocket this connection became, registered on its Machine for the stop sequence. */
+  ws: WsSplice | null;
+  wsMachine: MachineRuntime | null;
 
   constructor(ctx: ProxyContext, socket: net.Socket, snap: Snapshot, port: number, tls: boolean, sni: string | null) {
     this.ctx = ctx;
@@ -167,6 +171,8 @@ export class Downstream implements Sweepable {
     this.lastFail = null;
     this.lastFailDetail = '';
     this.routed = new RouteResult();
+    this.ws = null;
+    this.wsMachine = null;
     socket.setNoDelay(true);
     socket.on('data', this.onData);
     socket.on('drain', this.onDrain);
@@ -731,7 +737,14 @@ export class Downstream implements Sweepable {
     // The codec keeps the Machine's Upgrade field on a 101 and adds `connection: upgrade`.
     const extra = route.port.http.pristine ? '' : 'via: 1.1 petrel\r\nfly-request-id: ' + x.id + '\r\n';
     this.socket.write(responseHeadString(rh, extra, true, 0), 'latin1');
-    if (off < chunk.length) this.socket.write(chunk.subarray(off));
+    const machine = x.slot?.machine;
+    // Frame-aware in the Machine→client direction, so a stopping Machine's clients get a Close;
+    // it must see every byte after the 101, including those that came with it.
+    const ws = this.head!.upgrade === 'websocket' && machine !== undefined ? new WsSplice(up.socket, this.socket) : null;
+    if (off < chunk.length) {
+      if (ws !== null) ws.fromMachine(chunk.subarray(off));
+      else this.socket.write(chunk.subarray(off));
+    }
     const p = this.pending;
     this.pending = null;
     if (p !== null) up.socket.write(p);
@@ -748,8 +761,15 @@ export class Downstream implements Sweepable {
     // Bounded like every other wait: a tunnel with no bytes either way for this long is closed.
     us.setTimeout(this.snap.limits.tunnelIdleTimeoutMs, this.onTunnelClose);
     client.setTimeout(this.snap.limits.tunnelIdleTimeoutMs, this.onTunnelClose);
-    us.pipe(client);
-    client.pipe(us);
+    if (ws !== null) {
+      this.ws = ws;
+      this.wsMachine = machine!;
+      machine!.tunnels.add(ws);
+      ws.start();
+    } else {
+      us.pipe(client);
+      client.pipe(us);
+    }
     client.resume();
     us.resume();
   }
@@ -900,6 +920,11 @@ export class Downstream implements Sweepable {
       this.waiter = null;
     }
     this.unpin();
+    if (this.ws !== null) {
+      this.wsMachine!.tunnels.delete(this.ws);
+      this.ws = null;
+      this.wsMachine = null;
+    }
     if (this.countedApp !== null) {
       this.countedApp.live.connections--;
       this.countedApp.metrics.connections.dec();

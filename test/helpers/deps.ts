@@ -14,14 +14,17 @@ export interface Dep {
   readonly pkg: string;
 }
 
-// Later issues add pebble (pebble), nats-server (nats-server), wireguard-go (wireguard-go),
-// wg (wireguard-tools), bird (bird2), ip (iproute2) here as their suites appear.
+// Later issues add wireguard-go (wireguard-go), wg (wireguard-tools), bird (bird2), ip (iproute2)
+// here as their suites appear.
 // nginx is only a bench contender, not a test dependency, so it is not installed here.
 export const TEST_DEPS: readonly Dep[] = [
   { binary: 'prometheus', pkg: 'prometheus' }, // real scraper of the admin /metrics
   { binary: 'wrk', pkg: 'wrk' }, // load for the reload-under-load and SIGTERM-under-load tests
   { binary: 'curl', pkg: 'curl' },
   { binary: 'h2load', pkg: 'nghttp2-client' },
+  { binary: 'pebble', pkg: 'pebble' }, // real ACME CA (with pebble-challtestsrv for fake DNS)
+  { binary: 'pebble-challtestsrv', pkg: 'pebble' },
+  { binary: 'nats-server', pkg: 'nats-server' }, // the cluster store
 ];
 
 // npm runs scripts with a PATH that may lack the sbin directories (bird, ip live there).

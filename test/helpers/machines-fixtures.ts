@@ -78,6 +78,7 @@ export function serviceConfig(o: Partial<ServiceConfig> = {}): ServiceConfig {
     concurrency: { type: 'connections' as const, softLimit: 20, hardLimit: Infinity },
     autoStopMachines: 'off',
     autoStartMachines: true,
+    minMachinesPerRegion: new Map<string, number>(),
     minMachinesRunning: 0,
     checks: [],
     source: SRC,

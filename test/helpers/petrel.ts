@@ -145,6 +145,34 @@ ${concurrency ? `[http_service.concurrency]\n${concurrency}\n` : ''}
 ${machines.map((m) => `[[machines]]\nid = "${m.id}"\ndriver = "static"\naddress = "127.0.0.1:${m.port}"\n`).join('\n')}`;
 }
 
+export interface DemoAppOptions {
+  /** Machine ids (default `<name>-1`), or [id, region] pairs. */
+  readonly machines?: readonly (string | readonly [string, string])[];
+  /** Extra `[http_service]` lines (auto_stop_machines, min_machines_running, ...). */
+  readonly service?: string;
+  /** `[http_service.concurrency]` lines, e.g. `type = "requests"\nsoft_limit = 5`. */
+  readonly concurrency?: string;
+  /** The demo's HTTP check on /healthz (default on). */
+  readonly checks?: boolean;
+  /** Extra top-level lines. */
+  readonly extra?: string;
+}
+
+/** An app whose `process` Machines run demo/hello-machine.ts (the default config's shape). */
+export function demoApp(name: string, o: DemoAppOptions = {}): string {
+  const machines = (o.machines ?? [`${name}-1`]).map((m) => (typeof m === 'string' ? [m, ''] : m));
+  return `app = "${name}"
+${o.extra ?? ''}
+[http_service]
+internal_port = 8080
+${o.service ?? ''}
+${o.concurrency === undefined ? '' : `[http_service.concurrency]\n${o.concurrency}\n`}
+${o.checks === false ? '' : '[[http_service.checks]]\npath = "/healthz"\ninterval = "200ms"\ntimeout = "2s"\ngrace_period = "30s"\n'}
+${machines
+  .map(([id, region]) => `[[machines]]\nid = "${id}"\n${region ? `region = "${region}"\n` : ''}driver = "process"\ncmd = ["node", ${JSON.stringify(DEMO_MACHINE)}]\n`)
+  .join('')}`;
+}
+
 export interface Origin {
   readonly port: number;
   readonly server: http.Server;

@@ -17,7 +17,7 @@ import { isHostname, REGION, REGION_RULE } from './valueRules.ts';
 const APP_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const APP_NAME_RULE = 'use lower-case letters, digits and dashes (it becomes a DNS label: at most 63, no dash at either end)';
 /** Only signals that ask a process to end: SIGSTOP/SIGCONT are how the process driver suspends. */
-const KILL_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGKILL'] as const satisfies readonly NodeJS.Signals[];
+export const KILL_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGKILL'] as const satisfies readonly NodeJS.Signals[];
 
 /** Where an app's parts were declared, for errors that `buildConfig` finds across apps. */
 interface AppOrigin {

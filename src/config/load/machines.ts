@@ -9,9 +9,9 @@ import { describeValue } from './section.ts';
 import type { Section } from './section.ts';
 import { ENV_NAME, ENV_NAME_RULE, readHostPort, REGION, REGION_RULE } from './valueRules.ts';
 
-const MACHINE_ID = /^[a-z0-9-]+$/;
+export const MACHINE_ID = /^[a-z0-9-]+$/;
 /** The process driver sets these for every Machine (spec section 5); a config must not fight it. */
-const RESERVED_ENV = ['PORT', 'FLY_APP_NAME', 'FLY_MACHINE_ID', 'FLY_REGION', 'PRIMARY_REGION'];
+export const RESERVED_ENV = ['PORT', 'FLY_APP_NAME', 'FLY_MACHINE_ID', 'FLY_REGION', 'PRIMARY_REGION'];
 
 /** `[[machines]]`: petrel's addition while the embedded store is in use. */
 export function readMachine(
@@ -83,6 +83,11 @@ function readCommand(s: Section, dir: string): string[] {
     return s.fail('cmd', `expected a command string or a list of strings, got ${describeValue(value)}`);
   }
   if (argv.length === 0) s.fail('cmd', 'must not be empty');
+  return resolveCommand(argv, dir);
+}
+
+/** Relative program and argument paths made absolute against `dir` (see readCommand). */
+export function resolveCommand(argv: readonly string[], dir: string): string[] {
   return argv.map((arg, i) => {
     const relative = arg.startsWith('./') || arg.startsWith('../') || (i === 0 && arg.includes('/') && !path.isAbsolute(arg));
     return relative ? path.resolve(dir, arg) : arg;

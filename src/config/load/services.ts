@@ -5,8 +5,10 @@ import type { AutoStop, Check, Concurrency, Handler, PortConfig, ServiceConfig, 
 import type { AppReading } from './app.ts';
 import { readHttpCheck, readTcpCheck } from './checks.ts';
 import { claimPublicPort, defaultTlsOptions, readHttpOptions, readPorts, readTlsOptions } from './ports.ts';
+import { frozenMap } from './freeze.ts';
 import { describeValue, quoteList } from './section.ts';
 import type { Section } from './section.ts';
+import { REGION, REGION_RULE } from './valueRules.ts';
 
 const AUTO_STOP = ['off', 'stop', 'suspend'] as const satisfies readonly AutoStop[];
 const DEFAULT_SOFT_LIMIT = 20;
@@ -16,6 +18,7 @@ interface ServiceCommon {
   readonly autoStopMachines: AutoStop;
   readonly autoStartMachines: boolean;
   readonly minMachinesRunning: number;
+  readonly minMachinesPerRegion: ReadonlyMap<string, number>;
 }
 
 /** Keys that `[http_service]` and `[[services]]` share. */
@@ -25,7 +28,24 @@ function readServiceCommon(s: Section): ServiceCommon {
     autoStopMachines: readAutoStop(s),
     autoStartMachines: s.boolean('auto_start_machines') ?? true,
     minMachinesRunning: s.integer('min_machines_running', 0) ?? 0,
+    minMachinesPerRegion: readRegionMinimums(s.section('min_machines_running_per_region')),
   };
+}
+
+/**
+ * petrel's addition: `min_machines_running_per_region = { ams = 1, syd = 1 }`. Fly keeps only
+ * `min_machines_running`, and only in the primary region; a region listed here overrides it.
+ */
+function readRegionMinimums(s: Section): ReadonlyMap<string, number> {
+  return frozenMap(
+    s.entries().map(({ key, value, path: itemPath }) => {
+      if (!REGION.test(key)) s.failAt(itemPath, `${JSON.stringify(key)} is not a region name: ${REGION_RULE}`);
+      if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
+        s.failAt(itemPath, `expected a whole number of Machines (0 or more), got ${describeValue(value)}`);
+      }
+      return [key, value as number] as const;
+    }),
+  );
 }
 
 function readConcurrency(s: Section): Concurrency {
