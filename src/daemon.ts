@@ -27,7 +27,7 @@ import { SnapshotHolder } from './snapshot/holder.ts';
 import { LiveRegistry } from './snapshot/live.ts';
 import type { Snapshot } from './snapshot/snapshot.ts';
 import type { CertTable } from './tls/certTable.ts';
-import { loadCertificates } from './tls/load.ts';
+import { Certificates } from './tls/certificates.ts';
 
 export interface DaemonOptions {
   readonly configPath: string;
@@ -55,14 +55,16 @@ export class Daemon {
   readonly admin: AdminServer;
   readonly adminToken: string;
   readonly autostop: Autostop;
+  readonly certificates: Certificates;
   adminPort: number;
   private version: number;
   private reloading: Promise<unknown>;
   private shuttingDown: Promise<void> | null;
   private poolTimer: NodeJS.Timeout | null;
 
-  private constructor(opts: DaemonOptions, config: Config, log: Loggers, snapshotFactory: (d: Daemon) => Snapshot) {
+  private constructor(opts: DaemonOptions, config: Config, log: Loggers, certificates: Certificates, snapshotFactory: (d: Daemon) => Snapshot) {
     this.opts = opts;
+    this.certificates = certificates;
     this.config = config;
     this.fileConfig = config;
     this.apiMachines = new ApiMachines();
@@ -85,6 +87,9 @@ export class Daemon {
     this.live = new LiveRegistry();
     this.holder = new SnapshotHolder(snapshotFactory(this));
     this.ctx = new ProxyContext(this.holder, log, this.metrics);
+    this.ctx.challenges = certificates.book;
+    this.ctx.onCertMiss = (hostname) => certificates.onMiss(hostname);
+    this.metrics.certificates = certificates;
     this.listeners = new Listeners(this.ctx);
     this.adminToken = config.node.admin.token || randomBytes(24).toString('base64url');
     this.admin = new AdminServer(this.adminToken, this.metrics, this.backend(), log.admin);
@@ -95,11 +100,14 @@ export class Daemon {
   static async start(opts: DaemonOptions): Promise<Daemon> {
     const config = await loadConfig(opts.configPath, { env: opts.env });
     const log = makeLoggers(config.node.logLevel, opts.logDestination);
-    const certs = await loadCertificates(config, log.tls);
+    let daemon: Daemon | null = null;
+    const certificates = await Certificates.open(config, log.tls, (outcome) => daemon?.metrics.acmeOrders.labels(outcome).inc());
+    const certs = await certificates.buildTable(config);
     // The first snapshot needs Machines registered; build an empty-handed one, then the real one.
-    const d = new Daemon(opts, config, log, (self) =>
+    const d = new Daemon(opts, config, log, certificates, (self) =>
       buildSnapshot({ version: 0, config, machines: self.manager, metrics: self.metrics, live: self.live, certs }),
     );
+    daemon = d;
     d.wire();
     await d.manager.reconcile(config);
     const snap = buildSnapshot({ version: d.version, config, machines: d.manager, metrics: d.metrics, live: d.live, certs });
@@ -111,6 +119,9 @@ export class Daemon {
     d.poolTimer = setInterval(() => upstreamPools.expire(performance.now(), d.holder.current.limits.upstreamIdleTimeoutMs), 1000);
     d.poolTimer.unref();
     d.autostop.start();
+    d.certificates.onChange(() => void d.refreshCertificates());
+    // After the listeners: an order may start at once, and the CA validates through them.
+    await d.certificates.configure(config);
     return d;
   }
 
@@ -162,8 +173,10 @@ export class Daemon {
       return { ok: false, version: this.version, error: { file: this.opts.configPath, key: '', line: 0, reason } };
     }
     try {
-      const certs = await loadCertificates(config, this.log.tls);
+      const certs = await this.certificates.buildTable(config);
       await this.apply(config, certs);
+      // The new config serves already; an ACME problem is reported, not a reason to roll back.
+      await this.certificates.configure(this.config).catch((err: unknown) => this.log.tls.error({ err }, 'ACME not reconfigured'));
       this.metrics.reloads.labels('success').inc();
       this.log.config.info({ version: this.version, apps: config.apps.size }, 'config reloaded');
       return { ok: true, version: this.version };
@@ -193,6 +206,17 @@ export class Daemon {
     this.holder.swap(snap);
     await commit();
     kickQueues(this.routes());
+  }
+
+  /** Stored certificates changed (issued, renewed, imported, deleted): same routes, new table. */
+  private refreshCertificates(): Promise<unknown> {
+    const run = this.reloading.then(async () => {
+      if (this.shuttingDown !== null) return;
+      const table = await this.certificates.buildTable(this.config);
+      this.holder.swap(this.holder.current.withCerts(table));
+    });
+    this.reloading = run.catch((err: unknown) => this.log.tls.error({ err }, 'certificate table not rebuilt; the previous one keeps serving'));
+    return this.reloading;
   }
 
   /** Runs a change of the API-made Machines as one more apply, in line with reloads. */
@@ -252,6 +276,7 @@ export class Daemon {
     await this.autostop.close();
     await this.manager.stopAll(Math.max(0, deadline - performance.now()) + 1000);
     await this.admin.close();
+    await this.certificates.close();
     this.log.root.info('petrel stopped');
     this.log.flush();
   }
@@ -267,6 +292,8 @@ export class Daemon {
           machines: a.config.machines.length,
           connections: a.live.connections,
         })),
+      app: (name) => this.config.apps.get(name),
+      certificates: this.certificates,
       ...makeMachinesBackend({
         manager: this.manager,
         routingChanged: () => kickQueues(this.routes()),

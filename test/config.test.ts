@@ -17,64 +17,16 @@ import {
   parseAppConfig,
   parseNodeConfig,
 } from '../src/config/load.ts';
-import { ConfigError } from '../src/config/types.ts';
 import type { AppConfig, HttpCheck, NodeConfig } from '../src/config/types.ts';
 
+import { APP_FILE, NODE_FILE, rejectsConfig, throwsConfig, tree, type Wanted } from './helpers/config-assert.ts';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const NODE_FILE = '/srv/petrel/petrel.toml';
-const APP_FILE = '/srv/petrel/apps/app.toml';
 const NODE = parseNodeConfig('', NODE_FILE, { env: {} });
 
 function app(text: string, node: NodeConfig = NODE, file = APP_FILE): AppConfig {
   return parseAppConfig(text, file, node);
 }
 
-interface Wanted {
-  file?: string;
-  key: string;
-  line: number;
-  reason: RegExp;
-}
-
-/** The call throws a ConfigError naming file, key path and line, with a matching reason. */
-function throwsConfig(t: Test, fn: () => unknown, wanted: Wanted): void {
-  try {
-    fn();
-    t.fail(`expected a ConfigError at ${wanted.key}`);
-  } catch (error) {
-    checkError(t, error, wanted);
-  }
-}
-
-async function rejectsConfig(t: Test, promise: Promise<unknown>, wanted: Wanted): Promise<void> {
-  try {
-    await promise;
-    t.fail(`expected a ConfigError at ${wanted.key}`);
-  } catch (error) {
-    checkError(t, error, wanted);
-  }
-}
-
-function checkError(t: Test, error: unknown, wanted: Wanted): void {
-  if (!(error instanceof ConfigError)) throw error;
-  t.same(
-    { file: error.file, key: error.key, line: error.line },
-    { file: wanted.file ?? APP_FILE, key: wanted.key, line: wanted.line },
-    `${wanted.key}: ${error.message}`,
-  );
-  t.match(error.message, wanted.reason);
-}
-
-/** Writes files under a fresh temp dir and returns its path. */
-function tree(t: Test, files: Record<string, string>): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'petrel-config-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  for (const [name, text] of Object.entries(files)) {
-    fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
-    fs.writeFileSync(path.join(dir, name), text);
-  }
-  return dir;
-}
 
 function isDeepFrozen(value: unknown, seen = new Set<unknown>()): boolean {
   if (typeof value !== 'object' || value === null || seen.has(value)) return true;

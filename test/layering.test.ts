@@ -23,6 +23,8 @@ const FORBIDDEN_PATHS = [
   'src/machines/drivers/',
   'src/machines/manager',
   'src/tls/acme',
+  'src/tls/store/',
+  'src/tls/certificates',
   'src/mesh/wg',
   'src/admin/',
 ];

@@ -66,7 +66,7 @@ t.test('a certs directory: lookup order, warnings, skips', async (t) => {
   await putPair(elsewhere, 'x', other);
   await symlink(join(elsewhere, 'x'), join(dir, 'linked'));
 
-  const { table, warnings, selfSignedGenerated } = await loadCertTable(dir, null, now);
+  const { table, warnings, selfSignedGenerated } = await loadCertTable(dir, null, [], now);
   t.notOk(selfSignedGenerated);
   t.equal(table.defaultEntry, null, 'no default without self-signed host names');
   t.same(table.entries.map((e) => e.label).sort(), ['apex-elsewhere', 'exact', 'linked', 'wild']);

@@ -46,10 +46,10 @@ export function apiError(status: number, code: string, reason: string): ApiReply
   return { status, body: { error: { code, reason } } };
 }
 
-type BodyRead = { readonly body: Record<string, unknown>; readonly error: null } | { readonly body: null; readonly error: ApiReply };
+export type BodyRead = { readonly body: Record<string, unknown>; readonly error: null } | { readonly body: null; readonly error: ApiReply };
 
 /** The body as a JSON object ({} when empty), or the 400 reply for anything else. */
-function jsonObject(rawBody: string): BodyRead {
+export function jsonObject(rawBody: string): BodyRead {
   if (rawBody.trim() === '') return { body: {}, error: null };
   try {
     const parsed: unknown = JSON.parse(rawBody);

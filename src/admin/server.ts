@@ -1,5 +1,5 @@
 // The admin listener (loopback by default): metrics, health, readiness, and the bearer-token
-// protected /v1 API (reload now; Machines and certificates come with their issues). node:http
+// protected /v1 API (reload, apps, Machines, certificates). node:http
 // is fine here: this is the control plane, not the hot path.
 
 import http from 'node:http';
@@ -7,6 +7,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { Logger } from '../observe/log.ts';
 import type { Metrics } from '../observe/metrics.ts';
 import { handleMachineRoute, machineRouteMethods, readBody, type MachinesBackend } from './machinesApi.ts';
+import { certificateRouteMethods, handleCertificateRoute, type CertificatesBackend } from './certificatesApi.ts';
 
 export interface ReloadOutcome {
   readonly ok: boolean;
@@ -14,7 +15,7 @@ export interface ReloadOutcome {
   readonly error?: { readonly file: string; readonly key: string; readonly line: number; readonly reason: string };
 }
 
-export interface AdminBackend extends MachinesBackend {
+export interface AdminBackend extends MachinesBackend, CertificatesBackend {
   ready(): boolean;
   reload(): Promise<ReloadOutcome>;
   apps(): unknown[];
@@ -106,6 +107,10 @@ export class AdminServer {
       const out = await handleMachineRoute(method, path, url, body, this.backend);
       return json(res, out.status, out.body);
     }
+    if (certificateRouteMethods(path) !== null) {
+      const out = await handleCertificateRoute(method, path, body, this.backend);
+      return json(res, out.status, out.body);
+    }
     if (path === '/v1/reload') {
       const out = await this.backend.reload();
       return json(res, out.ok ? 200 : 422, out);
@@ -126,7 +131,7 @@ function allowedMethods(path: string): readonly string[] | null {
     case '/v1/reload':
       return POST;
   }
-  return machineRouteMethods(path);
+  return machineRouteMethods(path) ?? certificateRouteMethods(path);
 }
 const GET = ['GET', 'HEAD'] as const;
 const POST = ['POST'] as const;

@@ -8,9 +8,10 @@
 // This file is the public API and the file reading; the work is done in load/:
 //   section.ts     Section: typed reads of one TOML table, unknown keys, error lines
 //   valueRules.ts  rules several parts share (regions, host names, host:port, header names)
-//   node.ts        node config (config/petrel.toml), [limits] defaults
+//   node.ts        node config (config/petrel.toml), [limits] defaults; acme.ts its [acme]
 //   app.ts         app file: name, hostnames, fingerprint; hands parts to
-//                  services.ts, ports.ts (handlers and their options), checks.ts, machines.ts
+//                  services.ts, ports.ts (handlers and their options), checks.ts, machines.ts,
+//                  certificates.ts ([[certificates]])
 //   acrossApps.ts  rules across apps: names, Machine ids, hostnames, port sharing, binds
 //   bindClaims.ts  bind-address clashes (node listeners, app ports)
 //   freeze.ts      read-only Maps and deep freezing

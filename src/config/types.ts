@@ -57,6 +57,47 @@ export interface Limits {
   readonly tunnelIdleTimeoutMs: number; // tunnel_idle_timeout: WebSockets and raw TCP with no bytes either way
 }
 
+export type ChallengeType = 'tls-alpn-01' | 'http-01';
+
+export interface ExternalAccountBinding {
+  readonly kid: string;
+  /** base64url HMAC key as the CA hands it out. */
+  readonly hmacKey: string;
+}
+
+/** `[acme]` of the node config (spec section 7); defaults and checks in src/tls/acme/config.ts. */
+export interface AcmeSettings {
+  readonly directoryUrl: string;
+  readonly email: string | null;
+  /** Must be true: RFC 8555 §7.3 `termsOfServiceAgreed`. */
+  readonly termsAgreed: boolean;
+  readonly eab: ExternalAccountBinding | null;
+  /** PEM bundle file that the CA's directory certificate chains to (private CAs, pebble). */
+  readonly caFile: string | null;
+  /** First type the CA offers wins. */
+  readonly challenges: readonly ChallengeType[];
+  /** Renew at notBefore + renewFraction × lifetime. */
+  readonly renewFraction: number;
+  /** ± this, at most 5 % of the lifetime, so that certificates issued together spread out. */
+  readonly renewJitterMs: number;
+  /** Failure backoff: min × 2^(failures-1), capped at max. */
+  readonly backoffMinMs: number;
+  readonly backoffMaxMs: number;
+  /** Orders placed with the CA per rolling hour for this account (counted in the store). */
+  readonly ordersPerHour: number;
+  /** Global token bucket for on-demand issuance. */
+  readonly onDemandPerMinute: number;
+  readonly onDemandBurst: number;
+  /** One on-demand trigger per host name per this interval. */
+  readonly onDemandHostIntervalMs: number;
+  /** Orders running at once. */
+  readonly concurrency: number;
+  /** Deadline of every single HTTP request to the CA. */
+  readonly requestTimeoutMs: number;
+  /** Deadline of one whole order (account, order, validation, finalize, download). */
+  readonly orderTimeoutMs: number;
+}
+
 export interface NodeConfig {
   readonly file: string;
   readonly nodeId: string;
@@ -73,6 +114,8 @@ export interface NodeConfig {
   readonly listen: readonly ListenConfig[];
   readonly admin: AdminConfig;
   readonly limits: Limits;
+  /** `[acme]`: null when the section is absent (no ACME; certificates from certs/ and self-signed). */
+  readonly acme: AcmeSettings | null;
   readonly sources: ReadonlyMap<string, SourceRef>;
 }
 
@@ -191,6 +234,17 @@ export interface MachineConfig {
   readonly source: SourceRef;
 }
 
+/**
+ * `[[certificates]]` in an app file: a name the app answers (through one of its wildcard
+ * hostnames) that needs its own certificate. ACME orders it unless `acme = false`; a wildcard
+ * name can only come from an imported certificate (ACME wildcards need DNS-01).
+ */
+export interface CertificateConfig {
+  readonly hostname: string;
+  readonly acme: boolean;
+  readonly source: SourceRef;
+}
+
 export interface AppConfig {
   readonly name: string;
   readonly file: string;
@@ -199,6 +253,8 @@ export interface AppConfig {
   readonly hostnames: readonly string[];
   readonly services: readonly ServiceConfig[];
   readonly machines: readonly MachineConfig[];
+  /** `[[certificates]]`: names beyond `hostnames` that need a certificate (see CertificateConfig). */
+  readonly certificates: readonly CertificateConfig[];
   readonly killSignal: NodeJS.Signals;
   readonly killTimeoutMs: number;
   /** Hash of the app file's parsed content: reload uses it to tell changed apps from unchanged. */

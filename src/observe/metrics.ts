@@ -19,6 +19,14 @@ export interface MachineLoadSource {
   forEachMachineLoad(fn: (app: string, machine: string, load: number) => void): void;
 }
 
+export interface CertificateSource {
+  /** Every configured host name and its certificate's notAfter (ms), read at scrape time only. */
+  forEachCertificate(fn: (hostname: string, notAfterMs: number) => void): void;
+}
+
+/** ACME order outcomes (AcmeManager onOrder): a fixed set, so the label stays bounded. */
+export const ACME_OUTCOMES = ['valid', 'invalid', 'error', 'rate-limited'] as const;
+
 /** Pre-resolved children for one app: made when a snapshot is built, reused across reloads. */
 export class AppMetrics {
   readonly app: string;
@@ -77,6 +85,10 @@ export class Metrics {
   readonly machineStops: client.Counter<'app' | 'kind'>;
   readonly machines: client.Gauge<'app' | 'state'>;
   readonly checkFailures: client.Counter<'app'>;
+  readonly acmeOrders: client.Counter<'outcome'>;
+  readonly certExpiry: client.Gauge<'hostname'>;
+  /** Set by the daemon once certificates are loaded; read at scrape time. */
+  certificates: CertificateSource | null;
   private readonly apps: Map<string, AppMetrics>;
 
   constructor(source: MachineLoadSource, states?: MachineStateSource) {
@@ -139,6 +151,21 @@ export class Metrics {
     this.checkFailures = counter(reg, 'petrel_machine_check_failures_total', 'Machines that went from passing to failing their service checks', ['app'] as const);
     this.reloads.labels('success').inc(0);
     this.reloads.labels('failure').inc(0);
+    this.acmeOrders = counter(reg, 'petrel_acme_orders_total', 'ACME orders by outcome (valid, invalid, error, rate-limited: waiting for the hourly cap)', ['outcome'] as const);
+    for (const o of ACME_OUTCOMES) this.acmeOrders.labels(o).inc(0);
+    this.certificates = null;
+    const self = this;
+    this.certExpiry = new client.Gauge({
+      name: 'petrel_cert_expiry_seconds',
+      help: 'Seconds until the certificate served for a configured host name expires (negative: expired)',
+      labelNames: ['hostname'],
+      registers: reg,
+      collect() {
+        this.reset();
+        const now = Date.now();
+        self.certificates?.forEachCertificate((hostname, notAfter) => this.labels(hostname).set((notAfter - now) / 1000));
+      },
+    });
     this.apps = new Map();
   }
 

@@ -35,6 +35,7 @@ import { RouteResult, httpsLocation, routeHttp } from './route.ts';
 import { RoutingPrefs, acquireWithPrefs, prefsFromHead } from './flyRouting.ts';
 import { unwatch, watch, type Sweepable } from './sweeper.ts';
 import { WsSplice } from './wsSplice.ts';
+import { isAcmeChallengePath } from '../tls/challenges.ts';
 
 // Downstream connection states.
 const S_HEAD = 0; // reading a request head (or idle between requests)
@@ -257,6 +258,13 @@ export class Downstream implements Sweepable {
     this.prefs = null;
     this.waking = false;
 
+    // '/.': only then can it be an ACME challenge; ordinary requests pay one char compare.
+    if (!this.tls && head.path.charCodeAt(1) === 46) {
+      const token = isAcmeChallengePath(head.path);
+      const answer = token === null ? undefined : this.ctx.challenges.http01(token);
+      // An unknown token goes on to the app: it may answer its own challenges.
+      if (answer !== undefined) return this.answerChallenge(answer);
+    }
     const r = routeHttp(snap, this.port, this.sni, head.host, this.routed);
     x.app = r.app;
     if (r.route === null) return this.respondError(r.error!, r.host, r.error!.status === 400);
@@ -782,11 +790,21 @@ export class Downstream implements Sweepable {
 
   private redirectHttps(host: string, head: RequestHead): void {
     const loc = httpsLocation(this.ctx.boundPorts.get(443), host, head.path);
+    this.answer(301, 'Moved Permanently', `location: ${loc}\r\n`, `Moved to ${loc}\n`);
+  }
+
+  /** ACME HTTP-01 (RFC 8555 §8.3): the key authorization, before any app routing or force_https. */
+  private answerChallenge(keyAuthorization: string): void {
+    this.answer(200, 'OK', '', keyAuthorization);
+  }
+
+  /** A small response petrel makes itself (not an error); the connection stays usable. */
+  private answer(status: number, text: string, headers: string, bodyText: string): void {
     const x = this.x;
-    x.status = 301;
-    const body = Buffer.from(`Moved to ${loc}\n`);
+    x.status = status;
+    const body = Buffer.from(bodyText);
     const out = Buffer.from(
-      `HTTP/1.1 301 Moved Permanently\r\nlocation: ${loc}\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\nserver: petrel\r\nfly-request-id: ${x.id}\r\n` +
+      `HTTP/1.1 ${status} ${text}\r\n${headers}content-type: text/plain\r\ncontent-length: ${body.length}\r\nserver: petrel\r\nfly-request-id: ${x.id}\r\n` +
         (this.reqDone && this.keepAlive ? '' : 'connection: close\r\n') +
         '\r\n',
       'latin1',

@@ -13,6 +13,7 @@ import { serveHttp1 } from './h1.ts';
 import { E } from './errors.ts';
 import { normalizeHost, peerAddress } from './host.ts';
 import { forwardTcp } from './tcp.ts';
+import { ACME_TLS_ALPN } from '../tls/challenges.ts';
 import { classifyTlsError } from '../tls/sni.ts';
 import { refreshTlsServer, tlsServerOptionsFor } from './tlsGlue.ts';
 
@@ -179,6 +180,11 @@ export class Listeners {
     const server = tls.createServer({ ...tlsServerOptionsFor(this.ctx, port, snap), allowHalfOpen: true });
     server.on('secureConnection', (socket: tls.TLSSocket) => {
       this.track(socket);
+      // A TLS-ALPN-01 validation: the handshake was the whole point (RFC 8737 §3).
+      if (socket.alpnProtocol === ACME_TLS_ALPN) {
+        socket.end();
+        return;
+      }
       socket.setNoDelay(true);
       const cur = this.ctx.holder.current;
       // An IP literal is not a server name (RFC 6066 §3): route such clients like no-SNI ones.

@@ -7,7 +7,8 @@ import type tls from 'node:tls';
 import type { TlsVersion } from '../config/types.ts';
 import type { Snapshot } from '../snapshot/snapshot.ts';
 import { isIP } from 'node:net';
-import { makeAlpnCallback, makeSniCallback, tlsServerOptions, type SniCallback, type TlsPolicy } from '../tls/sni.ts';
+import { ACME_TLS_ALPN } from '../tls/challenges.ts';
+import { makeAlpnCallback, makeSniCallback, tlsServerOptions, type AlpnCallback, type SniCallback, type TlsPolicy } from '../tls/sni.ts';
 import type { ProxyContext } from './context.ts';
 
 const DEFAULT_ALPN: readonly string[] = ['h2', 'http/1.1'];
@@ -29,15 +30,44 @@ export function tlsServerOptionsFor(ctx: ProxyContext, port: number, snap: Snaps
     // A hard deadline for the whole handshake (slow clients, stalled SNI lookups alike).
     handshakeTimeout: snap.limits.tlsHandshakeTimeoutMs,
     SNICallback: ignoreIpLiterals(
-      makeSniCallback(
-        () => ctx.holder.current.certs,
-        (name) => appTls(ctx.holder.current, port, name) ?? portPolicy(ctx.holder.current, port),
+      acmeAlpnFirst(
+        ctx,
+        makeSniCallback(
+          () => ctx.holder.current.certs,
+          (name) => appTls(ctx.holder.current, port, name) ?? portPolicy(ctx.holder.current, port),
+          (name) => certMiss(ctx, name),
+        ),
       ),
     ),
     // Node rejects a handshake whose ALPN offer has no overlap (no_application_protocol alert):
     // a raw-TCP TLS app whose clients offer ALPN must list what it speaks in tls_options.alpn.
-    ALPNCallback: makeAlpnCallback((name) => appTls(ctx.holder.current, port, name)?.alpn ?? DEFAULT_ALPN),
+    ALPNCallback: acmeAlpnClaim(ctx, makeAlpnCallback((name) => appTls(ctx.holder.current, port, name)?.alpn ?? DEFAULT_ALPN)),
   };
+}
+
+/**
+ * TLS-ALPN-01 (RFC 8737): Node calls ALPNCallback before SNICallback, both with the TLSSocket as
+ * `this`. A handshake offering `acme-tls/1` for a name with a pending challenge is claimed here
+ * and gets the challenge certificate in SNICallback; every other client keeps the real one.
+ */
+function acmeAlpnClaim(ctx: ProxyContext, inner: AlpnCallback): AlpnCallback {
+  return function (this: object, info) {
+    if (ctx.challenges.claimAlpnHandshake(this, info.servername, info.protocols)) return ACME_TLS_ALPN;
+    return inner(info);
+  };
+}
+
+function acmeAlpnFirst(ctx: ProxyContext, cb: SniCallback): SniCallback {
+  return function (this: object, servername, done) {
+    const challenge = ctx.challenges.claimedContext(this);
+    if (challenge !== undefined) return done(null, challenge);
+    return cb.call(this, servername, done);
+  };
+}
+
+/** Only names that route to an app may ask for a certificate: random SNI never reaches ACME. */
+function certMiss(ctx: ProxyContext, name: string): void {
+  if (ctx.onCertMiss !== null && ctx.holder.current.lookupHost(name) !== undefined) ctx.onCertMiss(name);
 }
 
 /**

@@ -156,6 +156,11 @@ export class Snapshot {
     this.regionHeader = `fly-region: ${node.region}\r\n`;
   }
 
+  /** The same routes with another cert table (a certificate was issued, imported or removed). */
+  withCerts(certs: CertTable): Snapshot {
+    return new Snapshot(this.version, this.node, this.apps, this.exact, this.wildcard, this.ports, certs);
+  }
+
   /** `hostname` must already be normalised (lower-case, no port, no trailing dot). */
   lookupHost(hostname: string): AppRoute | undefined {
     const a = this.exact.get(hostname);

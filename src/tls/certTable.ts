@@ -5,6 +5,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { subjectAltNames } from './names.ts';
+import { issuerName } from './store/inspect.ts';
 import type { KeyPairPem } from './selfsigned.ts';
 
 /** Spec section 7: custom (imported) certificates win over ACME ones. */
@@ -25,6 +26,8 @@ export interface CertEntry {
   readonly notBefore: number; // ms since epoch
   readonly notAfter: number;
   readonly fingerprint256: string;
+  /** The issuer's CN (else O), for status pages. */
+  readonly issuer: string;
   /**
    * Only the certificate, chain and key of this context are used: Node's SNI switch
    * (UseSNIContext in node's crypto_tls.cc) copies just those into the connection. Versions,
@@ -143,6 +146,7 @@ function makeEntry(src: CertSource, now: number): CertEntry {
     notBefore,
     notAfter,
     fingerprint256: x509.fingerprint256,
+    issuer: issuerName(x509),
     context,
   });
 }

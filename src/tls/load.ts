@@ -1,8 +1,7 @@
 // Control plane: turn the certs directory and the config into a cert table, at start and on
 // every reload. Problems with single certificates are logged and skipped, never fatal.
 import type { Config } from '../config/types.ts';
-import type { Logger } from '../observe/log.ts';
-import { buildCertTable, readCertDir, type CertTable, type CertTableBuild, type CertWarning } from './certTable.ts';
+import { buildCertTable, readCertDir, type CertSource, type CertTableBuild, type CertWarning } from './certTable.ts';
 import { createSelfSigned, ensureSelfSigned, type KeyPairPem } from './selfsigned.ts';
 
 export interface CertLoad extends CertTableBuild {
@@ -18,6 +17,7 @@ export interface CertLoad extends CertTableBuild {
 export async function loadCertTable(
   certsDir: string,
   selfSignedHostnames: readonly string[] | null,
+  extra: readonly CertSource[] = [],
   now: Date = new Date(),
 ): Promise<CertLoad> {
   const warnings: CertWarning[] = [];
@@ -35,7 +35,7 @@ export async function loadCertTable(
     }
   }
   const dir = await readCertDir(certsDir);
-  const built = buildCertTable(dir.sources, selfSigned, now.getTime());
+  const built = buildCertTable([...dir.sources, ...extra], selfSigned, now.getTime());
   return { table: built.table, warnings: [...warnings, ...dir.warnings, ...built.warnings], selfSignedGenerated: generated };
 }
 
@@ -52,15 +52,4 @@ export function selfSignedHostnames(config: Config): string[] | null {
     for (const svc of app.services) for (const p of svc.ports) if (p.tls.defaultSelfSigned) wanted = true;
   }
   return wanted ? [...names] : null;
-}
-
-/** The daemon's entry point: load, log every warning, return the table for the snapshot. */
-export async function loadCertificates(config: Config, log: Logger): Promise<CertTable> {
-  const res = await loadCertTable(config.node.certsDir, selfSignedHostnames(config));
-  for (const w of res.warnings) log.warn({ cert: w.label }, w.message);
-  log.info(
-    { certs: res.table.entries.length, selfSigned: res.table.defaultEntry !== null, generated: res.selfSignedGenerated },
-    'certificates loaded',
-  );
-  return res.table;
 }

@@ -88,10 +88,15 @@ interface HandshakeSocket {
 /**
  * SNICallback for one port. `table` returns the current snapshot's cert table; `policyFor`
  * returns the policy for the (normalised) name, e.g. the app's port tls_options or the port's.
- * No match: the self-signed default when the policy allows it, else a TlsRefusal with PT05,
- * which Node hands to the server's 'tlsClientError' (the client sees the connection close).
+ * No match: `onMiss` is told (on-demand ACME), then the self-signed default when the policy
+ * allows it, else a TlsRefusal with PT05, which Node hands to the server's 'tlsClientError'
+ * (the client sees the connection close).
  */
-export function makeSniCallback(table: () => CertTable, policyFor: (servername: string) => TlsPolicy): SniCallback {
+export function makeSniCallback(
+  table: () => CertTable,
+  policyFor: (servername: string) => TlsPolicy,
+  onMiss?: (servername: string) => void,
+): SniCallback {
   return function sniCallback(this: HandshakeSocket | undefined, servername, cb) {
     const name = normalizeHostname(servername);
     const policy = policyFor(name);
@@ -105,7 +110,9 @@ export function makeSniCallback(table: () => CertTable, policyFor: (servername: 
       }
     }
     const t = table();
-    const entry = t.lookup(name) ?? (policy.defaultSelfSigned ? t.defaultEntry : null);
+    const hit = t.lookup(name);
+    if (hit === null && onMiss !== undefined) onMiss(name);
+    const entry = hit ?? (policy.defaultSelfSigned ? t.defaultEntry : null);
     if (entry === null) {
       cb(new TlsRefusal(E.NO_CERT, name));
       return;

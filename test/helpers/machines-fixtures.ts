@@ -93,6 +93,7 @@ export function appConfig(o: Opt<AppConfig, 'name'>): AppConfig {
     hostnames: [`${o.name}.localhost`],
     services: [serviceConfig()],
     machines: [],
+    certificates: [],
     killSignal: 'SIGINT',
     killTimeoutMs: 5000,
     fingerprint: 'v1',

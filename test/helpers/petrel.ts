@@ -25,6 +25,9 @@ export interface PetrelOptions {
   readonly dir?: string;
   /** Extra public ports to bind on loopback port 0 (`[[listen]] port = P address = "127.0.0.1:0"`). */
   readonly listen?: readonly number[];
+  /** Bind addresses of public ports 80 and 443 (default 127.0.0.1:0), e.g. where pebble validates. */
+  readonly listen80?: string;
+  readonly listen443?: string;
   /** Certificates written to `<dir>/certs/<label>/{cert,key}.pem` before the daemon starts. */
   readonly certs?: Readonly<Record<string, { readonly certPem: string; readonly keyPem: string }>>;
 }

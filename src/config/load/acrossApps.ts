@@ -1,5 +1,6 @@
-// Across apps: names, Machine ids, hostnames, public ports, bind addresses. Each app file is
-// valid on its own by now; these are the rules that only the whole set of apps can break.
+// Across apps: names, Machine ids, hostnames, certificate names, public ports, bind addresses.
+// Each app file is valid on its own by now; these are the rules that only the whole set of apps
+// can break.
 
 import { ConfigError } from '../types.ts';
 import type { AppConfig, Handler, NodeConfig } from '../types.ts';
@@ -38,14 +39,7 @@ export function checkAcrossApps(node: NodeConfig, apps: readonly AppConfig[]): v
 
   for (const app of apps) {
     const origin = appOrigins.get(app);
-    const lineOf = (keyPathText: string): number => origin?.lines.get(keyPathText) ?? 1;
-    const fail = (keyPathText: string, reason: string): never => {
-      throw new ConfigError(app.file, keyPathText, lineOf(keyPathText), reason);
-    };
-    const where = (claim: Claim): string => {
-      const line = appOrigins.get(claim.app)?.lines.get(claim.path) ?? 1;
-      return `app ${JSON.stringify(claim.app.name)} (${claim.app.file}:${line})`;
-    };
+    const fail = (keyPathText: string, reason: string): never => failIn(app, keyPathText, reason);
 
     const sameName = names.get(app.name);
     if (sameName !== undefined) fail('app', `app ${JSON.stringify(app.name)} is already defined by ${sameName.app.file}`);
@@ -105,6 +99,40 @@ export function checkAcrossApps(node: NodeConfig, apps: readonly AppConfig[]): v
       }
     }
   }
+
+  checkCertificates(apps, hostnames);
+}
+
+/**
+ * `[[certificates]]` names, once every app's hostnames are known: one app per name, as for
+ * hostnames (two apps ordering the same name would race for one certificate), and never a name
+ * another app has as an exact hostname, because routing prefers that app over a wildcard: the
+ * certificate would be for a name this app never answers.
+ */
+function checkCertificates(apps: readonly AppConfig[], hostnames: ReadonlyMap<string, Claim>): void {
+  const certificates = new Map<string, Claim>();
+  for (const app of apps) {
+    app.certificates.forEach((certificate, i) => {
+      const claim = { app, path: `certificates[${i}].hostname` };
+      const name = JSON.stringify(certificate.hostname);
+      const first = certificates.get(certificate.hostname);
+      if (first !== undefined) failIn(app, claim.path, `certificate hostname ${name} is already listed by ${where(first)}`);
+      const owner = hostnames.get(certificate.hostname);
+      if (owner !== undefined && owner.app !== app) {
+        failIn(app, claim.path, `${name} is a hostname of ${where(owner)}, which gets that name's traffic, so this app never answers it`);
+      }
+      certificates.set(certificate.hostname, claim);
+    });
+  }
+}
+
+function failIn(app: AppConfig, keyPathText: string, reason: string): never {
+  throw new ConfigError(app.file, keyPathText, appOrigins.get(app)?.lines.get(keyPathText) ?? 1, reason);
+}
+
+function where(claim: Claim): string {
+  const line = appOrigins.get(claim.app)?.lines.get(claim.path) ?? 1;
+  return `app ${JSON.stringify(claim.app.name)} (${claim.app.file}:${line})`;
 }
 
 function describeLayer(layer: PortLayer): string {

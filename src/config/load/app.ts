@@ -1,6 +1,6 @@
 // App file (fly.toml keys, spec section 2): the app's name, region, kill settings and hostnames.
-// Services and their ports, checks and Machines each have a module of their own; this one reads
-// the top of the file, hands each part to its reader and freezes the result.
+// Services and their ports, checks, Machines and certificates each have a module of their own;
+// this one reads the top of the file, hands each part to its reader and freezes the result.
 
 import { createHash } from 'node:crypto';
 import path from 'node:path';
@@ -8,6 +8,7 @@ import path from 'node:path';
 import { isTomlTable } from '../toml.ts';
 import type { TomlDocument, TomlTable, TomlValue } from '../toml.ts';
 import type { AppConfig, NodeConfig, PortConfig, ServiceConfig } from '../types.ts';
+import { readCertificates } from './certificates.ts';
 import { deepFreeze } from './freeze.ts';
 import { readMachine } from './machines.ts';
 import { Section } from './section.ts';
@@ -55,6 +56,7 @@ export function appFromDocument(doc: TomlDocument, file: string, node: NodeConfi
   // fly.toml counts kill_timeout in seconds.
   const killTimeoutMs = root.durationMs('kill_timeout', 's') ?? 5_000;
   const hostnames = readHostnames(root, name, reading);
+  const certificates = readCertificates(root.sections('certificates'), reading.origin.hostnamePaths);
 
   const services: ServiceConfig[] = [];
   if (root.has('http_service')) services.push(readHttpService(root.section('http_service'), services.length, reading));
@@ -77,6 +79,7 @@ export function appFromDocument(doc: TomlDocument, file: string, node: NodeConfi
     hostnames,
     services,
     machines,
+    certificates,
     killSignal,
     killTimeoutMs,
     fingerprint: fingerprint(doc.value, file, node),

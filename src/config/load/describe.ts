@@ -1,5 +1,5 @@
 // The human summary `petrel check-config` prints: one line per node setting group, app, service
-// and Machine.
+// and Machine, and one for an app's extra certificate names.
 
 import { formatDuration, formatSize } from '../durations.ts';
 import type { AppConfig, NodeConfig, PortConfig } from '../types.ts';
@@ -18,11 +18,16 @@ export function describeNode(node: NodeConfig, appCount: number): string[] {
       `response ${formatDuration(limits.responseTimeoutMs)}, ` +
       `queue ${limits.queueLength}/${formatDuration(limits.queueTimeoutMs)}, wake ${formatDuration(limits.wakeTimeoutMs)}`,
     `apps: ${appCount} in ${node.appsDir}; certs in ${node.certsDir}`,
+    ...(node.acme === null ? [] : [`acme: ${node.acme.directoryUrl}, challenges ${node.acme.challenges.join(', ')}`]),
   ];
 }
 
 export function describeApp(app: AppConfig): string[] {
   const lines = [`app ${app.name} (${app.file}): ${app.hostnames.join(', ')}; primary region ${app.primaryRegion}`];
+  if (app.certificates.length > 0) {
+    const names = app.certificates.map((c) => `${c.hostname} (${c.acme ? 'acme' : 'imported'})`);
+    lines.push(`  certificates also for: ${names.join(', ')}`);
+  }
   for (const service of app.services) {
     const { type, softLimit, hardLimit } = service.concurrency;
     const checks = service.checks.length === 0 ? 'no checks' : `checks ${service.checks.map((c) => c.name).join(', ')}`;

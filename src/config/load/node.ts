@@ -1,10 +1,12 @@
-// Node config (config/petrel.toml): identity, region, directories, listeners, admin, limits.
+// Node config (config/petrel.toml): identity, region, directories, listeners, admin, limits, and
+// `[acme]` (read in acme.ts).
 
 import os from 'node:os';
 import path from 'node:path';
 
 import type { TomlDocument } from '../toml.ts';
 import type { AdminConfig, Limits, ListenConfig, Location, LogLevel, NodeConfig } from '../types.ts';
+import { readAcme } from './acme.ts';
 import { BindClaims } from './bindClaims.ts';
 import { deepFreeze, frozenMap } from './freeze.ts';
 import { Section } from './section.ts';
@@ -71,6 +73,7 @@ export function nodeFromDocument(doc: TomlDocument, file: string, env: Env): Nod
   const listen = readListeners(root.sections('listen'), adminSection, admin);
   const limits = readLimits(root.section('limits'));
   readStore(root.section('store'));
+  const acme = readAcme(root.section('acme'), dir, env);
   root.finish();
 
   const sources = frozenMap([...doc.lines].map(([key, line]) => [key, Object.freeze({ file, line })] as const));
@@ -87,6 +90,7 @@ export function nodeFromDocument(doc: TomlDocument, file: string, env: Env): Nod
     listen,
     admin,
     limits,
+    acme,
     sources,
   });
 }

@@ -2,46 +2,11 @@
 // maps the TOML section onto AcmeSettingsInput (snake_case keys → these names) and calls
 // resolveAcmeSettings; every refusal names the key so the loader can point at the line.
 
-export type ChallengeType = 'tls-alpn-01' | 'http-01';
+import type { AcmeSettings, ChallengeType } from '../../config/types.ts';
+
+// The shapes live in config/types.ts so that the config loader can produce them.
+export type { AcmeSettings, ChallengeType, ExternalAccountBinding } from '../../config/types.ts';
 export const CHALLENGE_TYPES: readonly ChallengeType[] = ['tls-alpn-01', 'http-01'];
-
-export interface ExternalAccountBinding {
-  readonly kid: string;
-  /** base64url HMAC key as the CA hands it out. */
-  readonly hmacKey: string;
-}
-
-export interface AcmeSettings {
-  readonly directoryUrl: string;
-  readonly email: string | null;
-  /** Must be true: RFC 8555 §7.3 `termsOfServiceAgreed`. */
-  readonly termsAgreed: boolean;
-  readonly eab: ExternalAccountBinding | null;
-  /** PEM bundle file that the CA's directory certificate chains to (private CAs, pebble). */
-  readonly caFile: string | null;
-  /** First type the CA offers wins. */
-  readonly challenges: readonly ChallengeType[];
-  /** Renew at notBefore + renewFraction × lifetime. */
-  readonly renewFraction: number;
-  /** ± this, at most 5 % of the lifetime, so that certificates issued together spread out. */
-  readonly renewJitterMs: number;
-  /** Failure backoff: min × 2^(failures-1), capped at max. */
-  readonly backoffMinMs: number;
-  readonly backoffMaxMs: number;
-  /** Orders placed with the CA per rolling hour for this account (counted in the store). */
-  readonly ordersPerHour: number;
-  /** Global token bucket for on-demand issuance. */
-  readonly onDemandPerMinute: number;
-  readonly onDemandBurst: number;
-  /** One on-demand trigger per host name per this interval. */
-  readonly onDemandHostIntervalMs: number;
-  /** Orders running at once. */
-  readonly concurrency: number;
-  /** Deadline of every single HTTP request to the CA. */
-  readonly requestTimeoutMs: number;
-  /** Deadline of one whole order (account, order, validation, finalize, download). */
-  readonly orderTimeoutMs: number;
-}
 
 export type AcmeSettingsInput = Partial<AcmeSettings> & Pick<AcmeSettings, 'directoryUrl'>;
 

@@ -49,7 +49,7 @@ function parseKey(keyPem: string): KeyObject {
 }
 
 /** `CN=`, else `O=`, else the whole issuer on one line. */
-function issuerName(x509: X509Certificate): string {
+export function issuerName(x509: X509Certificate): string {
   // X509Certificate.issuer is one `KEY=value` per line (node_crypto X509_NAME_print_ex, RFC 2253 escapes).
   const lines = x509.issuer.split('\n');
   const pick = (key: string): string | undefined => lines.find((l) => l.startsWith(`${key}=`))?.slice(key.length + 1);
