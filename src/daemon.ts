@@ -6,9 +6,16 @@ import { randomBytes } from 'node:crypto';
 import type { DestinationStream } from 'pino';
 import { AdminServer, type AdminBackend, type ReloadOutcome } from './admin/server.ts';
 import { makeMachinesBackend } from './admin/machinesBackend.ts';
+import type { ApiReply, MachinesBackend } from './admin/machinesApi.ts';
+import { embeddedAppsBackend } from './admin/appsEmbedded.ts';
+import { clusterAppsBackend } from './admin/appsCluster.ts';
 import type { CreateRequest } from './admin/machineCreate.ts';
 import { ApiMachines } from './machines/apiMachines.ts';
-import { loadConfig } from './config/load.ts';
+import { loadConfig, loadNodeConfig } from './config/load.ts';
+import { ClusterNode } from './cluster/node.ts';
+import { askOwner, RemoteDriver, type OwnerRequest } from './cluster/ownerRequests.ts';
+import { openStore } from './store/config.ts';
+import { isStoreError } from './store/errors.ts';
 import { ConfigError, type Config } from './config/types.ts';
 import { HealthChecker } from './machines/health.ts';
 import { MachineManager } from './machines/manager.ts';
@@ -28,6 +35,7 @@ import { LiveRegistry } from './snapshot/live.ts';
 import type { Snapshot } from './snapshot/snapshot.ts';
 import type { CertTable } from './tls/certTable.ts';
 import { Certificates } from './tls/certificates.ts';
+import { ClusterCertStore } from './tls/store/clusterCertStore.ts';
 
 export interface DaemonOptions {
   readonly configPath: string;
@@ -56,15 +64,27 @@ export class Daemon {
   readonly adminToken: string;
   readonly autostop: Autostop;
   readonly certificates: Certificates;
+  /** The admin API's Machine operations on this node's registry (local; see backend()). */
+  private readonly machinesBackend: MachinesBackend;
+  /** With a shared store (`[store] kind = "nats"`): this node's part in the cluster; else null. */
+  readonly cluster: ClusterNode | null;
   adminPort: number;
   private version: number;
   private reloading: Promise<unknown>;
   private shuttingDown: Promise<void> | null;
   private poolTimer: NodeJS.Timeout | null;
 
-  private constructor(opts: DaemonOptions, config: Config, log: Loggers, certificates: Certificates, snapshotFactory: (d: Daemon) => Snapshot) {
+  private constructor(
+    opts: DaemonOptions,
+    config: Config,
+    log: Loggers,
+    certificates: Certificates,
+    cluster: ClusterNode | null,
+    snapshotFactory: (d: Daemon) => Snapshot,
+  ) {
     this.opts = opts;
     this.certificates = certificates;
+    this.cluster = cluster;
     this.config = config;
     this.fileConfig = config;
     this.apiMachines = new ApiMachines();
@@ -74,7 +94,12 @@ export class Daemon {
     this.shuttingDown = null;
     this.poolTimer = null;
     this.adminPort = 0;
-    this.manager = new MachineManager({ logger: log.machines, drivers: opts.drivers });
+    this.manager = new MachineManager({
+      logger: log.machines,
+      drivers: opts.drivers,
+      ownerOf: cluster === null ? undefined : (mc) => cluster.ownerOf(mc),
+      remote: cluster === null ? undefined : new RemoteDriver(cluster.store, () => this.config.node.cluster.ownerRequestTimeoutMs),
+    });
     this.metrics = new Metrics(
       {
         forEachMachineLoad: (fn) => {
@@ -90,7 +115,18 @@ export class Daemon {
     this.ctx.challenges = certificates.book;
     this.ctx.onCertMiss = (hostname) => certificates.onMiss(hostname);
     this.metrics.certificates = certificates;
+    this.metrics.store = cluster === null ? null : cluster.store;
     this.listeners = new Listeners(this.ctx);
+    this.machinesBackend = makeMachinesBackend({
+      manager: this.manager,
+      routingChanged: () => kickQueues(this.routes()),
+      drainMs: () => this.holder.current.limits.stopDrainTimeoutMs,
+      nodeRegion: () => this.config.node.region,
+      app: (name) => this.config.apps.get(name),
+      isApiMachine: (id) => this.apiMachines.has(id),
+      addMachine: (req) => this.addMachine(req),
+      removeMachine: (id) => this.removeMachine(id),
+    });
     this.adminToken = config.node.admin.token || randomBytes(24).toString('base64url');
     this.admin = new AdminServer(this.adminToken, this.metrics, this.backend(), log.admin);
     this.autostop = new Autostop(this.manager, this.holder, log.machines);
@@ -98,13 +134,25 @@ export class Daemon {
 
   /** Loads config and starts everything; throws ConfigError for a bad config, Error for a bind failure. */
   static async start(opts: DaemonOptions): Promise<Daemon> {
-    const config = await loadConfig(opts.configPath, { env: opts.env });
-    const log = makeLoggers(config.node.logLevel, opts.logDestination);
+    const node = await loadNodeConfig(opts.configPath, { env: opts.env });
+    const log = makeLoggers(node.logLevel, opts.logDestination);
+    let cluster: ClusterNode | null = null;
+    let config: Config;
+    if (node.store.kind === 'nats') {
+      // No previous state to serve from: a node that cannot reach the store at all does not start.
+      const store = await openStore({ ...node.store, name: node.nodeId }, log.cluster);
+      cluster = new ClusterNode(store, node, log.cluster);
+      config = await cluster.initialConfig(node);
+      log.cluster.info({ apps: config.apps.size, servers: node.store.servers }, 'cluster store connected; apps read from it');
+    } else {
+      config = await loadConfig(opts.configPath, { env: opts.env });
+    }
     let daemon: Daemon | null = null;
-    const certificates = await Certificates.open(config, log.tls, (outcome) => daemon?.metrics.acmeOrders.labels(outcome).inc());
+    const shared = cluster === null ? undefined : new ClusterCertStore(cluster.store, { description: `${cluster.store.kind}:${node.nodeId}` });
+    const certificates = await Certificates.open(config, log.tls, (outcome) => daemon?.metrics.acmeOrders.labels(outcome).inc(), shared);
     const certs = await certificates.buildTable(config);
     // The first snapshot needs Machines registered; build an empty-handed one, then the real one.
-    const d = new Daemon(opts, config, log, certificates, (self) =>
+    const d = new Daemon(opts, config, log, certificates, cluster, (self) =>
       buildSnapshot({ version: 0, config, machines: self.manager, metrics: self.metrics, live: self.live, certs }),
     );
     daemon = d;
@@ -122,6 +170,13 @@ export class Daemon {
     d.certificates.onChange(() => void d.refreshCertificates());
     // After the listeners: an order may start at once, and the CA validates through them.
     await d.certificates.configure(config);
+    d.cluster?.start({
+      apply: (c) => d.applyCluster(c),
+      manager: d.manager,
+      routingChanged: () => kickQueues(d.routes()),
+      ownerAction: (req) => d.ownerAction(req),
+      machineView: (app, id) => d.machinesBackend.machine(app, id),
+    });
     return d;
   }
 
@@ -139,7 +194,9 @@ export class Daemon {
       else if (to === 'stopped' && from === 'stopping') this.metrics.machineStops.labels(m.app, 'stop').inc();
       else if (to === 'suspended') this.metrics.machineStops.labels(m.app, 'suspend').inc();
       if (to === 'started') kickQueues(this.routes());
+      this.cluster?.machineChanged(m);
     });
+    this.health.onChange((slot) => this.cluster?.machineChanged(slot.machine));
   }
 
   private *routes() {
@@ -161,7 +218,7 @@ export class Daemon {
   private async doReload(): Promise<ReloadOutcome> {
     let config: Config;
     try {
-      config = await loadConfig(this.opts.configPath, { env: this.opts.env });
+      config = this.cluster === null ? await loadConfig(this.opts.configPath, { env: this.opts.env }) : await this.clusterReloadConfig();
     } catch (err) {
       this.metrics.reloads.labels('failure').inc();
       if (err instanceof ConfigError) {
@@ -206,6 +263,37 @@ export class Daemon {
     this.holder.swap(snap);
     await commit();
     kickQueues(this.routes());
+  }
+
+  /** Cluster mode: the node config from its file, the apps from the store. */
+  private async clusterReloadConfig(): Promise<Config> {
+    const node = await loadNodeConfig(this.opts.configPath, { env: this.opts.env });
+    if (JSON.stringify(node.store) !== JSON.stringify(this.config.node.store) || node.nodeId !== this.config.node.nodeId) {
+      throw new Error('[store] and node_id cannot change on a reload: restart the node to change them');
+    }
+    this.cluster!.setNodeConfig(node);
+    return this.cluster!.currentConfig();
+  }
+
+  /** The deployed apps changed in the cluster store: apply them like a reload. */
+  private applyCluster(config: Config): Promise<void> {
+    const run = this.reloading.then(async () => {
+      if (this.shuttingDown !== null) return;
+      const certs = await this.certificates.buildTable(config);
+      await this.apply(config, certs);
+      await this.certificates.configure(this.config).catch((err: unknown) => this.log.tls.error({ err }, 'ACME not reconfigured'));
+      this.log.cluster.info({ version: this.version, apps: config.apps.size }, 'cluster config applied');
+    });
+    this.reloading = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Another node asks this one (the owner) to act on one of its Machines. */
+  private ownerAction(req: OwnerRequest): Promise<ApiReply> {
+    const m = this.manager.get(req.id);
+    if (m === undefined || m.app !== req.app) return Promise.resolve({ status: 404, body: { error: { code: 'PA03', reason: `no Machine ${req.id} in app ${req.app}` } } });
+    if (m.owner !== null) return Promise.resolve({ status: 409, body: { error: { code: 'PA06', reason: `Machine ${req.id} belongs to node ${m.owner}, not ${this.config.node.nodeId}` } } });
+    return this.machinesBackend.action(req.app, req.id, req.action, req.body);
   }
 
   /** Stored certificates changed (issued, renewed, imported, deleted): same routes, new table. */
@@ -277,6 +365,7 @@ export class Daemon {
     await this.manager.stopAll(Math.max(0, deadline - performance.now()) + 1000);
     await this.admin.close();
     await this.certificates.close();
+    await this.cluster?.close();
     this.log.root.info('petrel stopped');
     this.log.flush();
   }
@@ -284,6 +373,7 @@ export class Daemon {
   private backend(): AdminBackend {
     return {
       ready: () => !this.ctx.draining && this.shuttingDown === null,
+      readyDetails: () => this.readyDetails(),
       reload: () => this.reload(),
       apps: () =>
         [...this.holder.current.apps.values()].map((a) => ({
@@ -294,16 +384,45 @@ export class Daemon {
         })),
       app: (name) => this.config.apps.get(name),
       certificates: this.certificates,
-      ...makeMachinesBackend({
-        manager: this.manager,
-        routingChanged: () => kickQueues(this.routes()),
-        drainMs: () => this.holder.current.limits.stopDrainTimeoutMs,
-        nodeRegion: () => this.config.node.region,
-        app: (name) => this.config.apps.get(name),
-        isApiMachine: (id) => this.apiMachines.has(id),
-        addMachine: (req) => this.addMachine(req),
-        removeMachine: (id) => this.removeMachine(id),
-      }),
+      // deploy/show/destroy with the embedded store: the app files are the config.
+      ...(this.cluster === null ? embeddedAppsBackend(() => this.config) : clusterAppsBackend(this.cluster, () => this.config)),
+      ...this.machinesBackend,
+      action: (app, id, action, body) => {
+        const m = this.manager.get(id);
+        // Another node's Machine: its owner acts, and its answer is the answer.
+        if (this.cluster !== null && m !== undefined && m.app === app && m.owner !== null) return this.forward(m.owner, { app, id, action, body });
+        return this.machinesBackend.action(app, id, action, body);
+      },
+      create: (app, body) => (this.cluster === null ? this.machinesBackend.create(app, body) : Promise.resolve(CLUSTER_MACHINES)),
+      destroy: (app, id, force) => (this.cluster === null ? this.machinesBackend.destroy(app, id, force) : Promise.resolve(CLUSTER_MACHINES)),
     };
   }
+
+  private readyDetails(): string[] {
+    if (this.cluster === null) return ['store: embedded (app files in ' + this.config.node.appsDir + ')'];
+    const s = this.cluster.status();
+    const since = new Date(s.since).toISOString();
+    const store = s.connected
+      ? `store: ${s.kind} connected since ${since}`
+      : `store: ${s.kind} unreachable since ${since}: serving the last known state, writes refused`;
+    const nodes = s.nodes.map((n) => `${n.id}${n.alive ? '' : ' (dead)'}`).join(', ');
+    return [store, `nodes: ${nodes === '' ? this.config.node.nodeId : nodes}`];
+  }
+
+  private async forward(owner: string, req: OwnerRequest): Promise<ApiReply> {
+    try {
+      const r = await askOwner(this.cluster!.store, owner, req, this.config.node.cluster.ownerRequestTimeoutMs);
+      return { status: r.status, body: r.body };
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      const status = isStoreError(err, 'timeout') ? 504 : 503;
+      return { status, body: { error: { code: 'PA17', reason: `node ${owner} (the Machine's owner) did not answer: ${reason}` } } };
+    }
+  }
 }
+
+/** With a shared store, Machines come from the deployed app files, where every node sees them. */
+const CLUSTER_MACHINES: ApiReply = {
+  status: 409,
+  body: { error: { code: 'PA20', reason: 'with the cluster store, Machines are declared in the app file ([[machines]]) and deployed with `petrel apps deploy`' } },
+};

@@ -14,6 +14,11 @@ const USAGE = `usage: petrel <command> [options]
 commands:
   start [--config PATH]     run the daemon (default config: config/petrel.toml, or $PETREL_CONFIG)
   check-config [PATH]       validate a node config (with its apps) or a single app file, then exit
+  apps deploy FILE          validate an app file and deploy it through the local node's admin API
+  apps list                 the node's apps
+  apps show NAME            one app: its summary, then its app file
+  apps destroy NAME [--yes] remove an app (asks for its name unless --yes)
+                            (apps commands read the admin address and token from --config PATH)
   help                      this text
 
 signals: SIGHUP reloads the config, SIGTERM/SIGINT shut down gracefully.
@@ -26,6 +31,11 @@ function configArg(args: string[]): string {
     if (v === undefined) fail('--config needs a path');
     return path.resolve(v);
   }
+  return defaultConfigPath();
+}
+
+/** The node config when no --config is given. */
+function defaultConfigPath(): string {
   const env = process.env['PETREL_CONFIG'];
   return env ? path.resolve(env) : DEFAULT_CONFIG;
 }
@@ -114,6 +124,12 @@ switch (cmd) {
   case 'check-config':
     await check(rest);
     break;
+  case 'apps': {
+    // Loaded lazily, like the daemon: only this command needs the admin API client.
+    const { runApps } = await import('./cli/apps.ts');
+    process.exitCode = await runApps(rest, { defaultConfig: defaultConfigPath() });
+    break;
+  }
   case 'help':
   case '--help':
   case '-h':

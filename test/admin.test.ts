@@ -46,7 +46,7 @@ t.test('/healthz, and /readyz turning 503 once shutdown began', async (t) => {
   await waitFor(() => p.daemon.ctx.draining, 20_000, 'the drain to begin');
   const nr = await adminRequest(p.adminPort, 'GET', '/readyz', null);
   t.equal(nr.status, 503, 'not ready once shutdown began');
-  t.equal(nr.text, 'not ready\n');
+  t.match(nr.text, /^not ready\nstore: embedded/, 'the verdict first, then what it depends on');
   const nh = await adminRequest(p.adminPort, 'GET', '/healthz', null);
   t.equal(nh.status, 200, 'still alive while draining');
   for (const res of held.splice(0)) res.end('finished');
@@ -340,7 +340,7 @@ t.test('GET /v1/apps and /v1/apps/<app>/machines shapes; unknown app 404; wrong 
   // RFC 9110 section 15.5.6: a known resource with an unsupported method is 405 with Allow.
   const wrong: [string, string, string | null, string][] = [
     ['GET', '/v1/reload', 'test-token', 'POST'],
-    ['POST', '/v1/apps', 'test-token', 'GET'],
+    ['PUT', '/v1/apps', 'test-token', 'GET'],
     ['DELETE', '/v1/apps/web/machines', 'test-token', 'GET'],
     ['POST', '/metrics', null, 'GET'],
     ['POST', '/healthz', null, 'GET'],

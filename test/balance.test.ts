@@ -26,6 +26,7 @@ function machineConfig(id: string, region: string): MachineConfig {
     address: '127.0.0.1:1',
     cmd: null,
     api: null,
+    node: null,
     cwd: '/',
     env: new Map<string, string>(),
     killSignal: 'SIGINT',

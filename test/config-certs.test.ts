@@ -189,8 +189,8 @@ t.test('[acme] ca_file must be a readable PEM file at load time', async (t) => {
 
   bad('missing.pem', new RegExp(`cannot read ${path.join(dir, 'missing.pem')} \\(ENOENT\\)`));
   bad('ca', /\(EISDIR\)/);
-  bad('key.pem', /holds no PEM certificate/);
-  bad('', /is not valid: give the path of a PEM file/);
+  bad('key.pem', /is not a readable PEM file with the CA's certificates \(no "-----BEGIN CERTIFICATE-----"\)/);
+  bad('', /is not valid: give the path of a readable PEM file/);
   t.equal(node(acmeText('ca_file = "ca/ok.pem"'), {}, file).acme!.caFile, path.join(dir, 'ca/ok.pem'));
 
   // Through the loader and check-config too: the node config's own directory anchors the path.

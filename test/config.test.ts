@@ -214,7 +214,7 @@ t.test('node config errors', async (t) => {
   throwsConfig(t, node('[limits]\nqueue_timeout = inf'), at('limits.queue_timeout', 2, /invalid duration Infinity/));
   throwsConfig(t, node('[limits]\nqueue_timeout = true'), at('limits.queue_timeout', 2, /expected a duration such as "10s" or a number of milliseconds, got true/));
   throwsConfig(t, node('[limits]\nqueue_timeout = "1000h"'), at('limits.queue_timeout', 2, /at most 2147483647ms/));
-  throwsConfig(t, node('[store]\nkind = "nats"'), at('store.kind', 2, /only "embedded" is supported for now, got "nats"/));
+  throwsConfig(t, node('[store]\nkind = "nats"'), at('store.servers', 1, /missing required key/));
   throwsConfig(t, node('[store]\nkind = "embedded"\nurl = "x"'), at('store.url', 3, /unknown key/));
   throwsConfig(t, node('region = "ams'), at('region', 1, /unterminated string/));
 });
@@ -315,6 +315,7 @@ t.test('app file: every key', async (t) => {
       address: '127.0.0.1:18080',
       cmd: null,
       api: null,
+      node: null,
       cwd: dir,
       env: [],
       killSignal: 'SIGTERM',

@@ -125,6 +125,7 @@ export function readCreateBody(body: Record<string, unknown>, app: AppConfig, no
     address: null,
     cmd: Object.freeze(cmd),
     api: null,
+    node: null,
     cwd: dir,
     env,
     killSignal: stop.signal,

@@ -8,6 +8,7 @@ import type { Logger } from '../observe/log.ts';
 import type { Metrics } from '../observe/metrics.ts';
 import { handleMachineRoute, machineRouteMethods, readBody, type MachinesBackend } from './machinesApi.ts';
 import { certificateRouteMethods, handleCertificateRoute, type CertificatesBackend } from './certificatesApi.ts';
+import { appRouteMethods, handleAppRoute, type AppsBackend } from './appsApi.ts';
 
 export interface ReloadOutcome {
   readonly ok: boolean;
@@ -15,10 +16,11 @@ export interface ReloadOutcome {
   readonly error?: { readonly file: string; readonly key: string; readonly line: number; readonly reason: string };
 }
 
-export interface AdminBackend extends MachinesBackend, CertificatesBackend {
+export interface AdminBackend extends MachinesBackend, CertificatesBackend, AppsBackend {
   ready(): boolean;
+  /** Lines after the verdict of /readyz: what the node depends on and how it is. */
+  readyDetails(): string[];
   reload(): Promise<ReloadOutcome>;
-  apps(): unknown[];
 }
 
 const MAX_BODY = 64 * 1024;
@@ -94,7 +96,9 @@ export class AdminServer {
     if (path === '/readyz') {
       const ready = this.backend.ready();
       res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' });
-      res.end(ready ? 'ready\n' : 'not ready\n');
+      // The first line is the verdict; the rest explain it (e.g. a cluster store that is away:
+      // the node still serves, from its last known state).
+      res.end([ready ? 'ready' : 'not ready', ...this.backend.readyDetails()].join('\n') + '\n');
       return;
     }
     if (!this.authorized(req)) {
@@ -103,6 +107,10 @@ export class AdminServer {
     }
     const body = await readBody(req, MAX_BODY);
     if (body === null) return json(res, 413, { error: { code: 'PA09', reason: `request body larger than ${MAX_BODY} bytes` } });
+    if (appRouteMethods(path) !== null) {
+      const out = await handleAppRoute(method, path, body, this.backend);
+      return json(res, out.status, out.body);
+    }
     if (machineRouteMethods(path) !== null) {
       const out = await handleMachineRoute(method, path, url, body, this.backend);
       return json(res, out.status, out.body);
@@ -115,7 +123,6 @@ export class AdminServer {
       const out = await this.backend.reload();
       return json(res, out.ok ? 200 : 422, out);
     }
-    if (path === '/v1/apps') return json(res, 200, this.backend.apps());
     return json(res, 404, { error: { code: 'PA04', reason: `no admin route ${method} ${path}` } });
   }
 }
@@ -126,12 +133,11 @@ function allowedMethods(path: string): readonly string[] | null {
     case '/metrics':
     case '/healthz':
     case '/readyz':
-    case '/v1/apps':
       return GET;
     case '/v1/reload':
       return POST;
   }
-  return machineRouteMethods(path) ?? certificateRouteMethods(path);
+  return appRouteMethods(path) ?? machineRouteMethods(path) ?? certificateRouteMethods(path);
 }
 const GET = ['GET', 'HEAD'] as const;
 const POST = ['POST'] as const;

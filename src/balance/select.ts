@@ -49,7 +49,7 @@ export class Selector {
         continue;
       }
       sawUsable = true;
-      const load = s.load;
+      const load = s.load + s.peerLoad;
       if (load >= hardLimit) continue;
       const under = load < softLimit;
       const dist = distance(s, localRegion);

@@ -8,7 +8,9 @@
 // This file is the public API and the file reading; the work is done in load/:
 //   section.ts     Section: typed reads of one TOML table, unknown keys, error lines
 //   valueRules.ts  rules several parts share (regions, host names, host:port, header names)
-//   node.ts        node config (config/petrel.toml), [limits] defaults; acme.ts its [acme]
+//   node.ts        node config (config/petrel.toml), [limits] defaults; acme.ts its [acme];
+//                  store.ts (+ storeErrors.ts, storeKeys.ts, natsServers.ts) its [store];
+//                  cluster.ts its [cluster]
 //   app.ts         app file: name, hostnames, fingerprint; hands parts to
 //                  services.ts, ports.ts (handlers and their options), checks.ts, machines.ts,
 //                  certificates.ts ([[certificates]])

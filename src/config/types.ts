@@ -98,6 +98,45 @@ export interface AcmeSettings {
   readonly orderTimeoutMs: number;
 }
 
+/**
+ * `[store]` of the node config: where apps, Machines, nodes and certificates are shared. The
+ * field names match src/store/config.ts (which validates and fills in the defaults).
+ */
+export type StoreSettings =
+  | { readonly kind: 'embedded' }
+  | {
+      readonly kind: 'nats';
+      readonly servers: readonly string[];
+      readonly token?: string;
+      readonly user?: string;
+      readonly pass?: string;
+      readonly credsFile?: string;
+      readonly bucketPrefix: string;
+      readonly replicas: number;
+      readonly connectTimeoutMs?: number;
+      readonly opTimeoutMs?: number;
+      readonly requestTimeoutMs?: number;
+      readonly pingIntervalMs?: number;
+      readonly maxPingOut?: number;
+      readonly reconnectMinMs?: number;
+      readonly reconnectMaxMs?: number;
+      readonly watchCheckMs?: number;
+    };
+
+/** Cluster timing (`[cluster]` of the node config); only used with a shared store. */
+export interface ClusterSettings {
+  /** How often this node writes its heartbeat to the store. */
+  readonly heartbeatIntervalMs: number;
+  /** A node whose heartbeat is older than this is dead: nobody routes to its Machines. */
+  readonly nodeDeadAfterMs: number;
+  /** How often changed per-Machine load is published to the other nodes. */
+  readonly loadPublishIntervalMs: number;
+  /** Store changes within this window are applied as one new snapshot. */
+  readonly applyDebounceMs: number;
+  /** Start/stop/suspend forwarded to a Machine's owner wait this long for the answer. */
+  readonly ownerRequestTimeoutMs: number;
+}
+
 export interface NodeConfig {
   readonly file: string;
   readonly nodeId: string;
@@ -116,6 +155,9 @@ export interface NodeConfig {
   readonly limits: Limits;
   /** `[acme]`: null when the section is absent (no ACME; certificates from certs/ and self-signed). */
   readonly acme: AcmeSettings | null;
+  /** `[store]`: `embedded` (default: app files are the config) or `nats` (the cluster shares it). */
+  readonly store: StoreSettings;
+  readonly cluster: ClusterSettings;
   readonly sources: ReadonlyMap<string, SourceRef>;
 }
 
@@ -227,6 +269,12 @@ export interface MachineConfig {
   readonly cmd: readonly string[] | null;
   /** machines-api: the API that starts, stops and suspends this Machine. */
   readonly api: MachinesApiConfig | null;
+  /**
+   * The node that runs this Machine's driver (`node = "..."` in `[[machines]]`); null: the node
+   * that deployed the app. Only meaningful with a shared store: with the embedded one every
+   * Machine is this node's.
+   */
+  readonly node: string | null;
   readonly cwd: string;
   readonly env: ReadonlyMap<string, string>;
   readonly killSignal: NodeJS.Signals;

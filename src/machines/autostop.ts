@@ -89,7 +89,9 @@ export class Autostop {
       if (mode === null) continue;
       const byRegion = new Map<string, MachineRuntime[]>();
       for (const m of this.manager.all()) {
-        if (m.app !== app.config.name || m.driver === 'static') continue;
+        // Only the owner stops a Machine: it alone sees every request (its own and, through the
+        // published loads, the other nodes').
+        if (m.app !== app.config.name || m.driver === 'static' || m.owner !== null) continue;
         let list = byRegion.get(m.region);
         if (list === undefined) byRegion.set(m.region, (list = []));
         list.push(m);
@@ -131,7 +133,7 @@ export class Autostop {
 function atOrAboveSoft(m: MachineRuntime, routes: readonly ServiceRoute[]): boolean {
   for (const r of routes) {
     const s = m.slots.get(r.service.internalPort);
-    if (s !== undefined && s.load >= r.softLimit) return true;
+    if (s !== undefined && s.load + s.peerLoad >= r.softLimit) return true;
   }
   return false;
 }

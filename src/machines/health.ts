@@ -89,7 +89,8 @@ export class HealthChecker {
    */
   attach(source: HealthSource): () => void {
     const offT = source.onTransition((m, from, to) => {
-      if (to === 'started') {
+      // Another node's Machine is checked by its owner; its health comes with its record.
+      if (to === 'started' && m.owner === null) {
         const app = source.appConfig(m.app);
         if (app !== undefined) this.watch(m, app);
       } else if (from === 'started') {
@@ -105,7 +106,7 @@ export class HealthChecker {
     });
     for (const m of source.all()) {
       const app = source.appConfig(m.app);
-      if (m.state === 'started' && app !== undefined) this.watch(m, app);
+      if (m.state === 'started' && m.owner === null && app !== undefined) this.watch(m, app);
     }
     return () => {
       offT();

@@ -35,6 +35,24 @@ export interface ManagerOptions {
   readonly logger: Logger;
   /** Builds the driver registry; defaults to the real drivers. */
   readonly drivers?: DriverFactory;
+  /**
+   * Cluster store: which node runs a Machine's driver (null: this node). Other nodes' Machines
+   * are registered here too (the data plane routes to them) but driven through `remote`.
+   */
+  readonly ownerOf?: (mc: MachineConfig) => string | null;
+  /** Forwards start/stop/suspend of another node's Machine to its owner. */
+  readonly remote?: MachineDriver;
+}
+
+/** What the owner reports about one of its Machines (the cluster store's Machine record). */
+export interface MirroredState {
+  readonly state: MachineState;
+  readonly host: string;
+  /** internal port → port on host */
+  readonly ports: ReadonlyMap<number, number>;
+  /** internal port → checks passing */
+  readonly healthy: ReadonlyMap<number, boolean>;
+  readonly lastError: string;
 }
 
 const noop = (): void => {};
@@ -68,13 +86,15 @@ export function launchKey(mc: MachineConfig, app: AppConfig): string {
 }
 
 /** Fields fixed for a runtime's lifetime (readonly on MachineRuntime): changing one means a new runtime. */
-function sameIdentity(m: MachineRuntime, mc: MachineConfig): boolean {
-  return m.app === mc.app && m.region === mc.region && m.driver === mc.driver;
+function sameIdentity(m: MachineRuntime, mc: MachineConfig, owner: string | null): boolean {
+  return m.app === mc.app && m.region === mc.region && m.driver === mc.driver && m.owner === owner;
 }
 
 export class MachineManager {
   private readonly logger: Logger;
   private readonly drivers: DriverRegistry;
+  private readonly ownerOf: (mc: MachineConfig) => string | null;
+  private readonly remote: MachineDriver | null;
   private readonly machines = new Map<string, MachineRuntime>();
   private apps: ReadonlyMap<string, AppConfig> = new Map();
   private readonly keys = new WeakMap<MachineRuntime, string>();
@@ -88,6 +108,8 @@ export class MachineManager {
 
   constructor(opts: ManagerOptions) {
     this.logger = opts.logger;
+    this.ownerOf = opts.ownerOf ?? (() => null);
+    this.remote = opts.remote ?? null;
     const factory = opts.drivers ?? createDrivers;
     this.drivers = factory({
       logger: opts.logger,
@@ -110,7 +132,37 @@ export class MachineManager {
   }
 
   driver(m: MachineRuntime): MachineDriver {
+    if (m.owner !== null) {
+      if (this.remote === null) throw new Error(`Machine ${m.id} belongs to node ${m.owner} and no cluster store is connected`);
+      return this.remote;
+    }
     return driverFor(this.drivers, m.driver);
+  }
+
+  /**
+   * Another node's Machine as its owner reports it (cluster store). The owner went through the
+   * state table; here the state is copied, with the same listeners told, unless an operation
+   * this node forwarded is still in flight (its answer sets the state).
+   */
+  mirror(m: MachineRuntime, r: MirroredState): void {
+    if (m.owner === null || m.state === 'destroyed') return;
+    m.host = r.host;
+    m.ports = new Map(r.ports);
+    m.lastError = r.lastError;
+    for (const [port, healthy] of r.healthy) {
+      const s = m.slot(port);
+      s.healthy = healthy;
+      s.warming = false;
+    }
+    if (this.ops.has(m) || m.state === r.state) return;
+    const from = m.state;
+    m.state = r.state;
+    if (r.state === 'started') {
+      m.startedAt = performance.now();
+      m.lastActivity = m.startedAt;
+    }
+    this.logger.debug({ machine: m.id, owner: m.owner, from, to: r.state }, 'Machine state (owner)');
+    this.notify(m, from, r.state);
   }
 
   /** Called synchronously after every state change; returns an unsubscribe function. */
@@ -145,6 +197,10 @@ export class MachineManager {
       m.lastActivity = m.startedAt;
     }
     this.logger.debug({ machine: m.id, app: m.app, from, to }, 'Machine state');
+    this.notify(m, from, to);
+  }
+
+  private notify(m: MachineRuntime, from: MachineState, to: MachineState): void {
     for (const cb of this.transitionListeners) {
       try {
         cb(m, from, to);
@@ -216,9 +272,9 @@ export class MachineManager {
     const deadline = performance.now() + deadlineMs;
     const ops: Promise<void>[] = [];
     for (const m of this.machines.values()) {
-      // Only Machines this node runs itself: static ones and those of a Machines API belong
-      // to someone else (other nodes may be routing to them).
-      if (m.driver !== 'process') continue;
+      // Only Machines this node runs itself: static ones, those of a Machines API and other
+      // nodes' belong to someone else (other nodes may be routing to them).
+      if (m.driver !== 'process' || m.owner !== null) continue;
       const op = this.serial(m, () =>
         this.doStop(m, { timeoutMs: Math.min(m.config.killTimeoutMs, Math.max(0, deadline - performance.now())) }),
       );
@@ -280,26 +336,34 @@ export class MachineManager {
     for (const [id, m] of this.machines) {
       if (wanted.has(id)) continue;
       removed.push(id);
-      ops.push(this.serial(m, () => this.doDestroy(m)));
+      // Another node's Machine is its owner's to stop; here it only leaves the registry.
+      ops.push(this.serial(m, () => (m.owner !== null ? this.forget(m) : this.doDestroy(m))));
     }
 
     for (const [id, { mc, app }] of wanted) {
       const key = launchKey(mc, app);
+      const owner = this.ownerOf(mc);
       const m = this.machines.get(id);
       if (m === undefined) {
         added.push(id);
-        const fresh = this.create(mc, key);
-        if (skipStart?.has(id) !== true) ops.push(this.startMachine(fresh));
-      } else if (!sameIdentity(m, mc)) {
+        const fresh = this.create(mc, key, owner);
+        // Another node's Machine runs (or sleeps) as its owner decides: never started from here.
+        if (owner === null && skipStart?.has(id) !== true) ops.push(this.startMachine(fresh));
+      } else if (m.owner !== null && owner !== null && sameIdentity(m, mc, owner)) {
+        // Its owner restarts it when its launch settings change; here only the config follows.
+        unchanged.push(id);
+        this.keys.set(m, key);
+        m.config = mc;
+      } else if (!sameIdentity(m, mc, owner)) {
         // id, app, region and driver are readonly on the runtime (the data plane may hold it in
         // other apps' snapshots): replace the object. The old one is stopped before the new one
         // starts so one id never runs twice.
         restarted.push(id);
         const old = m;
-        const fresh = this.create(mc, key);
+        const fresh = this.create(mc, key, owner);
         // Start the new one even if the old one could not be stopped: its ports are fresh.
-        const destroyed = this.serial(old, () => this.doDestroy(old)).catch(noop);
-        ops.push(destroyed.then(() => this.startMachine(fresh)));
+        const destroyed = this.serial(old, () => (old.owner !== null ? this.forget(old) : this.doDestroy(old))).catch(noop);
+        ops.push(destroyed.then(() => (owner === null ? this.startMachine(fresh) : undefined)));
       } else if (this.keys.get(m) !== key) {
         restarted.push(id);
         this.keys.set(m, key);
@@ -329,8 +393,8 @@ export class MachineManager {
     return { added, removed, restarted, unchanged };
   }
 
-  private create(mc: MachineConfig, key: string): MachineRuntime {
-    const m = new MachineRuntime(mc);
+  private create(mc: MachineConfig, key: string, owner: string | null = null): MachineRuntime {
+    const m = new MachineRuntime(mc, owner);
     this.machines.set(mc.id, m);
     this.keys.set(m, key);
     return m;
@@ -412,6 +476,14 @@ export class MachineManager {
     await this.doStop(m);
     m.config = mc;
     if (!asleep) await this.doStart(m);
+  }
+
+  /** Drops another node's Machine from the registry without touching it. */
+  private async forget(m: MachineRuntime): Promise<void> {
+    const from = m.state;
+    m.state = 'destroyed';
+    if (this.machines.get(m.id) === m) this.machines.delete(m.id);
+    this.notify(m, from, 'destroyed');
   }
 
   private async doDestroy(m: MachineRuntime): Promise<void> {

@@ -21,8 +21,14 @@ export type MachineState =
 export class MachineSlot {
   readonly machine: MachineRuntime;
   readonly internalPort: number;
-  /** In-flight requests or connections, in the unit of the service's concurrency type. */
+  /** In-flight requests or connections through this node, in the unit of the service's concurrency type. */
   load: number;
+  /**
+   * What the other nodes of the cluster send this Machine, as they last published it (cluster
+   * store). The balancer compares `load + peerLoad` with the limits; only `load` is this node's
+   * to increment and release.
+   */
+  peerLoad: number;
   /** Service checks pass (or the service has none). Written by the health checker. */
   healthy: boolean;
   /**
@@ -39,6 +45,7 @@ export class MachineSlot {
     this.machine = machine;
     this.internalPort = internalPort;
     this.load = 0;
+    this.peerLoad = 0;
     this.healthy = true;
     this.hasChecks = false;
     this.warming = false;
@@ -73,13 +80,22 @@ export class MachineRuntime {
   /** Last exit or failure description, for the admin API and logs. */
   lastError: string;
   /**
+   * The node that runs this Machine's driver; null: this node. Other nodes' Machines are
+   * mirrored from the cluster store and their start/stop/suspend go to the owner.
+   */
+  readonly owner: string | null;
+  /** The owner stopped heart-beating: nobody routes to the Machine until it comes back. */
+  ownerDown: boolean;
+  /**
    * Open WebSocket tunnels to this Machine (the data plane adds and removes them): the stop
    * sequence sends them a close frame before the Machine goes away.
    */
   readonly tunnels: Set<TunnelHandle>;
 
-  constructor(config: MachineConfig) {
+  constructor(config: MachineConfig, owner: string | null = null) {
     this.id = config.id;
+    this.owner = owner;
+    this.ownerDown = false;
     this.app = config.app;
     this.region = config.region;
     this.driver = config.driver;
@@ -105,16 +121,19 @@ export class MachineRuntime {
     return s;
   }
 
-  /** In-flight requests/connections over all services (the autostop idle test, the drain). */
+  /**
+   * In-flight requests/connections over all services, through this node and (cluster store) as
+   * the other nodes last reported: the autostop idle test and the stop drain count both.
+   */
   totalLoad(): number {
     let n = 0;
-    for (const s of this.slots.values()) n += s.load;
+    for (const s of this.slots.values()) n += s.load + s.peerLoad;
     return n;
   }
 
   /** Routable at all (health per service is on the slot). */
   get routable(): boolean {
-    return this.state === 'started' && !this.cordoned;
+    return this.state === 'started' && !this.cordoned && !this.ownerDown;
   }
 }
 

@@ -15,6 +15,7 @@ export interface Loggers {
   readonly machines: Logger;
   readonly admin: Logger;
   readonly tls: Logger;
+  readonly cluster: Logger;
   flush(): void;
 }
 
@@ -48,6 +49,7 @@ export function makeLoggers(level: LogLevel, destination?: pino.DestinationStrea
     machines: root.child({ c: 'machines' }),
     admin: root.child({ c: 'admin' }),
     tls: root.child({ c: 'tls' }),
+    cluster: root.child({ c: 'cluster' }),
     flush() {
       const d = dest as { flushSync?: () => void };
       try {
@@ -61,6 +63,6 @@ export function makeLoggers(level: LogLevel, destination?: pino.DestinationStrea
 
 export function setLevel(l: Loggers, level: LogLevel): void {
   l.root.level = level;
-  for (const child of [l.proxy, l.config, l.machines, l.admin, l.tls]) child.level = level;
+  for (const child of [l.proxy, l.config, l.machines, l.admin, l.tls, l.cluster]) child.level = level;
   l.access.level = level === 'silent' ? 'silent' : 'info';
 }

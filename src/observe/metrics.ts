@@ -89,6 +89,9 @@ export class Metrics {
   readonly certExpiry: client.Gauge<'hostname'>;
   /** Set by the daemon once certificates are loaded; read at scrape time. */
   certificates: CertificateSource | null;
+  readonly storeConnected: client.Gauge;
+  /** The cluster store's connection, read at scrape time; null: the embedded store (always 1). */
+  store: { connected(): boolean } | null;
   private readonly apps: Map<string, AppMetrics>;
 
   constructor(source: MachineLoadSource, states?: MachineStateSource) {
@@ -164,6 +167,15 @@ export class Metrics {
         this.reset();
         const now = Date.now();
         self.certificates?.forEachCertificate((hostname, notAfter) => this.labels(hostname).set((notAfter - now) / 1000));
+      },
+    });
+    this.store = null;
+    this.storeConnected = new client.Gauge({
+      name: 'petrel_store_connected',
+      help: 'Whether this node reaches its cluster store (1) or serves from the last known state (0); the embedded store is always 1',
+      registers: reg,
+      collect() {
+        this.set(self.store === null || self.store.connected() ? 1 : 0);
       },
     });
     this.apps = new Map();

@@ -79,6 +79,11 @@ export class Certificates {
   private readonly onOrder: (outcome: OrderOutcome) => void;
   private acme: AcmeManager | null;
   private acmeKey: string;
+  /**
+   * The file store keeps custom certificates in certs/<host>/, which the directory scan already
+   * reads; a shared store holds them itself, so the table takes them from there.
+   */
+  private readonly customOnDisk: boolean;
   private config: Config;
   /** The table last built, for `hasCustom` and status. */
   private table: CertTable | null;
@@ -86,8 +91,9 @@ export class Certificates {
   private rebuildTimer: NodeJS.Timeout | null;
   private unwatch: (() => void) | null;
 
-  private constructor(store: CertStore, config: Config, log: Logger, onOrder: (outcome: OrderOutcome) => void) {
+  private constructor(store: CertStore, config: Config, log: Logger, onOrder: (outcome: OrderOutcome) => void, customOnDisk: boolean) {
     this.store = store;
+    this.customOnDisk = customOnDisk;
     this.book = new ChallengeBook();
     this.sync = new ChallengeSync(store, this.book, log);
     this.log = log;
@@ -101,11 +107,17 @@ export class Certificates {
     this.unwatch = null;
   }
 
-  static async open(config: Config, log: Logger, onOrder: (outcome: OrderOutcome) => void): Promise<Certificates> {
-    const store = await FileCertStore.open(config.node.certsDir, {
-      onWarning: (w) => log.warn({ file: w.file }, `certificate store: ${w.message}`),
-    });
-    const c = new Certificates(store, config, log, onOrder);
+  /**
+   * `shared`: the cluster's certificate store (every node sees every certificate and challenge);
+   * without it, the file store under certs/.
+   */
+  static async open(config: Config, log: Logger, onOrder: (outcome: OrderOutcome) => void, shared?: CertStore): Promise<Certificates> {
+    const store =
+      shared ??
+      (await FileCertStore.open(config.node.certsDir, {
+        onWarning: (w) => log.warn({ file: w.file }, `certificate store: ${w.message}`),
+      }));
+    const c = new Certificates(store, config, log, onOrder, shared === undefined);
     // Every node answers validations, ACME on or off: another node may have placed the order.
     c.sync.start();
     c.unwatch = store.watch((change) => {
@@ -132,6 +144,7 @@ export class Certificates {
     const acme: CertSource[] = [];
     for (const c of await this.store.listCerts()) {
       if (c.source === 'acme') acme.push({ label: `_acme/${c.hostname}`, origin: 'acme', certPem: c.chainPem, keyPem: c.keyPem });
+      else if (!this.customOnDisk) acme.push({ label: `store/${c.hostname}`, origin: 'custom', certPem: c.chainPem, keyPem: c.keyPem });
     }
     const res = await loadCertTable(config.node.certsDir, selfSignedHostnames(config), acme);
     for (const w of res.warnings) this.log.warn({ cert: w.label }, w.message);

@@ -31,6 +31,7 @@ export function machineConfig(o: Opt<MachineConfig, 'id'>): MachineConfig {
     address: null,
     cmd: null,
     api: null,
+    node: null,
     cwd: ROOT,
     env: new Map<string, string>(),
     killSignal: 'SIGINT',

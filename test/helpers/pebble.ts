@@ -401,6 +401,22 @@ export async function waitFor<T>(what: string, probe: () => T | undefined | Prom
   }
 }
 
+/** ACME settings for managers ordering from `pebble` (what startAcmeLab's `settings()` gives). */
+export function pebbleAcmeSettings(pebble: Pebble, over: Partial<AcmeSettings> = {}): AcmeSettings {
+  return resolveAcmeSettings({
+    directoryUrl: pebble.directoryUrl,
+    termsAgreed: true,
+    email: 'ops@petrel.test',
+    caFile: pebble.caFile,
+    // Quick retries: tests wait for the second and third attempt.
+    backoffMinMs: 200,
+    backoffMaxMs: 2_000,
+    requestTimeoutMs: 10_000,
+    orderTimeoutMs: 60_000,
+    ...over,
+  });
+}
+
 /** The parts of a tap Test the lab uses. */
 interface Teardownable {
   teardown(fn: () => unknown): void;
@@ -439,19 +455,7 @@ export async function startAcmeLab(t: Teardownable, opts: AcmeLabOptions = {}) {
     await rm(storeDir, { recursive: true, force: true });
   });
 
-  const settings = (over: Partial<AcmeSettings> = {}): AcmeSettings =>
-    resolveAcmeSettings({
-      directoryUrl: pebble.directoryUrl,
-      termsAgreed: true,
-      email: 'ops@petrel.test',
-      caFile: pebble.caFile,
-      // Quick retries: tests wait for the second and third attempt.
-      backoffMinMs: 200,
-      backoffMaxMs: 2_000,
-      requestTimeoutMs: 10_000,
-      orderTimeoutMs: 60_000,
-      ...over,
-    });
+  const settings = (over: Partial<AcmeSettings> = {}): AcmeSettings => pebbleAcmeSettings(pebble, over);
 
   const manager = (o: Partial<AcmeManagerOptions> & { hostnames: () => Iterable<string> }): AcmeManager => {
     const m = new AcmeManager({ settings: settings(), store, challenges: sync, log, ...o });

@@ -25,6 +25,7 @@ export interface PetrelOptions {
   readonly dir?: string;
   /** Extra public ports to bind on loopback port 0 (`[[listen]] port = P address = "127.0.0.1:0"`). */
   readonly listen?: readonly number[];
+  readonly nodeId?: string;
   /** Bind addresses of public ports 80 and 443 (default 127.0.0.1:0), e.g. where pebble validates. */
   readonly listen80?: string;
   readonly listen443?: string;
@@ -65,6 +66,8 @@ export interface Petrel {
 
 /** Options of nodeConfig() alone (also used by the spawned-process helpers). */
 export interface NodeConfigOptions {
+  /** `node_id` (default test-1): cluster tests run several nodes. */
+  readonly nodeId?: string;
   readonly limits?: string;
   readonly node?: string;
   readonly logLevel?: string;
@@ -76,7 +79,7 @@ export interface NodeConfigOptions {
 }
 
 export function nodeConfig(opts: NodeConfigOptions, certsDir: string): string {
-  return `node_id = "test-1"
+  return `node_id = "${opts.nodeId ?? 'test-1'}"
 region = "tst"
 default_domain = "test"
 apps_dir = "apps"

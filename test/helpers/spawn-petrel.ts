@@ -320,6 +320,7 @@ address = "127.0.0.1:${originPort}"
 export interface NodeDirOptions {
   /** App files: name -> TOML text. */
   readonly apps: Record<string, string>;
+  readonly nodeId?: string;
   /** Extra `[limits]` lines. */
   readonly limits?: string;
   /** Extra top-level node config lines. */

@@ -6,8 +6,6 @@
 // name a camelCase field, so they are mapped back to the TOML key here: every error still names
 // file, key path and line.
 
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 
 import { AcmeConfigError, resolveAcmeSettings } from '../../tls/acme/config.ts';
 import { keyPath } from '../toml.ts';
@@ -105,19 +103,8 @@ function readEab(s: Section, env: Env): EabReading | null {
  * `check-config` and the start instead of the first order, possibly hours later.
  */
 function readCaFile(s: Section, configDir: string): string | undefined {
-  const written = s.matching('ca_file', /\S/, 'give the path of a PEM file');
-  if (written === undefined) return undefined;
-  const file = path.resolve(configDir, written);
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-    return s.fail('ca_file', `cannot read ${file} (${code}); it must be a readable PEM file with the CA's certificates`);
-  }
   // The same check the ACME client makes when it starts (client.ts), moved to load time.
-  if (!text.includes('-----BEGIN CERTIFICATE-----')) s.fail('ca_file', `${file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
-  return file;
+  return s.referencedFile('ca_file', configDir, "a readable PEM file with the CA's certificates", '-----BEGIN CERTIFICATE-----');
 }
 
 /** Re-throws a resolveAcmeSettings refusal as a ConfigError at the TOML key it is about. */

@@ -2,7 +2,7 @@
 // and Machine, and one for an app's extra certificate names.
 
 import { formatDuration, formatSize } from '../durations.ts';
-import type { AppConfig, NodeConfig, PortConfig } from '../types.ts';
+import type { AppConfig, NodeConfig, PortConfig, StoreSettings } from '../types.ts';
 
 export function describeNode(node: NodeConfig, appCount: number): string[] {
   const listen = node.listen.map((l) => `${l.port} -> ${l.host}:${l.bindPort}`);
@@ -19,7 +19,18 @@ export function describeNode(node: NodeConfig, appCount: number): string[] {
       `queue ${limits.queueLength}/${formatDuration(limits.queueTimeoutMs)}, wake ${formatDuration(limits.wakeTimeoutMs)}`,
     `apps: ${appCount} in ${node.appsDir}; certs in ${node.certsDir}`,
     ...(node.acme === null ? [] : [`acme: ${node.acme.directoryUrl}, challenges ${node.acme.challenges.join(', ')}`]),
+    ...describeStore(node.store),
   ];
+}
+
+/** The shared store, when there is one; says how it authenticates but never with what. */
+function describeStore(store: StoreSettings): string[] {
+  if (store.kind !== 'nats') return [];
+  let auth = 'no auth';
+  if (store.credsFile !== undefined) auth = `creds ${store.credsFile}`;
+  else if (store.token !== undefined) auth = 'token set';
+  else if (store.user !== undefined) auth = `user ${store.user} with password`;
+  return [`store: nats ${store.servers.join(', ')}, prefix ${store.bucketPrefix}, replicas ${store.replicas}, ${auth}`];
 }
 
 export function describeApp(app: AppConfig): string[] {
@@ -39,7 +50,8 @@ export function describeApp(app: AppConfig): string[] {
   }
   for (const machine of app.machines) {
     const target = machine.driver === 'static' ? machine.address : machine.cmd?.join(' ');
-    lines.push(`  machine ${machine.id} (${machine.driver}, ${machine.region}): ${target}`);
+    const owner = machine.node === null ? '' : `, node ${machine.node}`;
+    lines.push(`  machine ${machine.id} (${machine.driver}, ${machine.region}${owner}): ${target}`);
   }
   return lines;
 }

@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { MachineConfig, MachinesApiConfig } from '../types.ts';
 import type { AppReading } from './app.ts';
 import { frozenMap } from './freeze.ts';
+import { NODE_ID, NODE_ID_RULE } from './node.ts';
 import { describeValue } from './section.ts';
 import type { Section } from './section.ts';
 import { ENV_NAME, ENV_NAME_RULE, readHostPort, REGION, REGION_RULE } from './valueRules.ts';
@@ -22,6 +23,9 @@ export function readMachine(
   const id = s.require('id', s.matching('id', MACHINE_ID, 'use lower-case letters, digits and dashes'));
   const region = s.matching('region', REGION, REGION_RULE) ?? reading.node.region;
   const driver = s.require('driver', s.oneOf('driver', ['static', 'process', 'machines-api'] as const));
+  // The node that runs this Machine's driver. Only its shape is checked: which nodes exist is the
+  // cluster's live state, not config, and an app file must also check on its own (check-config).
+  const node = s.matching('node', NODE_ID, NODE_ID_RULE) ?? null;
   let address: string | null = null;
   let cmd: string[] | null = null;
   let api: MachinesApiConfig | null = null;
@@ -43,7 +47,7 @@ export function readMachine(
   }
   s.finish();
   const { killSignal, killTimeoutMs } = app;
-  return { id, app: app.name, region, driver, address, cmd, api, cwd, env, killSignal, killTimeoutMs, source: s.source() };
+  return { id, app: app.name, region, driver, address, cmd, api, node, cwd, env, killSignal, killTimeoutMs, source: s.source() };
 }
 
 /** `api_url` (required), `api_token` or `api_token_env`, `api_app` (default: this app). */

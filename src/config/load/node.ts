@@ -1,5 +1,5 @@
-// Node config (config/petrel.toml): identity, region, directories, listeners, admin, limits, and
-// `[acme]` (read in acme.ts).
+// Node config (config/petrel.toml): identity, region, directories, listeners, admin, limits,
+// `[acme]` (read in acme.ts), `[store]` (store.ts) and `[cluster]` (cluster.ts).
 
 import os from 'node:os';
 import path from 'node:path';
@@ -8,14 +8,18 @@ import type { TomlDocument } from '../toml.ts';
 import type { AdminConfig, Limits, ListenConfig, Location, LogLevel, NodeConfig } from '../types.ts';
 import { readAcme } from './acme.ts';
 import { BindClaims } from './bindClaims.ts';
+import { readCluster } from './cluster.ts';
 import { deepFreeze, frozenMap } from './freeze.ts';
 import { Section } from './section.ts';
+import { readStore } from './store.ts';
 import { ENV_NAME, ENV_NAME_RULE, isHostname, readHostPort, REGION, REGION_RULE } from './valueRules.ts';
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const satisfies readonly LogLevel[];
-const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+/** Node ids: `node_id` here, and `node` of a `[[machines]]` entry, which names one. */
+export const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+export const NODE_ID_RULE = 'use letters, digits, ".", "_" and "-", starting with a letter or digit';
 const BIND_HOST = /^[A-Za-z0-9.:%-]+$/;
 
 interface LimitSpec {
@@ -60,7 +64,7 @@ const LIMITS: { readonly [F in keyof Limits]: LimitSpec } = {
 export function nodeFromDocument(doc: TomlDocument, file: string, env: Env): NodeConfig {
   const root = new Section(file, doc);
   const dir = path.dirname(file);
-  const nodeId = root.matching('node_id', NODE_ID, 'use letters, digits, ".", "_" and "-"') ?? os.hostname();
+  const nodeId = root.matching('node_id', NODE_ID, NODE_ID_RULE) ?? os.hostname();
   const region = root.matching('region', REGION, REGION_RULE) ?? 'local';
   const location = readLocation(root.section('location'));
   const defaultDomain = readDefaultDomain(root);
@@ -72,7 +76,8 @@ export function nodeFromDocument(doc: TomlDocument, file: string, env: Env): Nod
   const admin = readAdmin(adminSection, env);
   const listen = readListeners(root.sections('listen'), adminSection, admin);
   const limits = readLimits(root.section('limits'));
-  readStore(root.section('store'));
+  const store = readStore(root.section('store'), dir, env);
+  const cluster = readCluster(root.section('cluster'));
   const acme = readAcme(root.section('acme'), dir, env);
   root.finish();
 
@@ -91,6 +96,8 @@ export function nodeFromDocument(doc: TomlDocument, file: string, env: Env): Nod
     admin,
     limits,
     acme,
+    store,
+    cluster,
     sources,
   });
 }
@@ -148,10 +155,4 @@ function readLimits(s: Section): Limits {
   }
   s.finish();
   return limits as Limits;
-}
-
-function readStore(s: Section): void {
-  const kind = s.string('kind');
-  if (kind !== undefined && kind !== 'embedded') s.fail('kind', `only "embedded" is supported for now, got ${JSON.stringify(kind)}`);
-  s.finish();
 }

@@ -4,6 +4,8 @@
 // reader calls `finish()` is an unknown key: that is how a typo becomes a ConfigError naming
 // file, key path and line instead of a silent fallback to a default.
 
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { parseDuration, parseSize } from '../durations.ts';
 import { indexPath, isTomlTable, keyPath, TOP_LEVEL } from '../toml.ts';
 import type { TomlDocument, TomlTable, TomlValue } from '../toml.ts';
@@ -172,6 +174,26 @@ export class Section {
     if (bytes === undefined) this.fail(key, `invalid size ${showValue(value)}: use whole bytes or B, KiB, MiB, GiB, kB, MB, GB ("16KiB")`);
     if (bytes < min) this.fail(key, `must be at least ${min} bytes, got ${bytes}`);
     return bytes;
+  }
+
+  /**
+   * A file named by `key`, relative to `dir`, read now so that a wrong path fails check-config
+   * and the start rather than the first use, possibly hours later. `marker` must occur in it
+   * (what tells a key file from a certificate given by mistake); `what` names the kind of file.
+   */
+  referencedFile(key: string, dir: string, what: string, marker: string): string | undefined {
+    const written = this.matching(key, /\S/, `give the path of ${what}`);
+    if (written === undefined) return undefined;
+    const file = path.resolve(dir, written);
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+      return this.fail(key, `cannot read ${file} (${code}); it must be ${what}`);
+    }
+    if (!text.includes(marker)) this.fail(key, `${file} is not ${what} (no "${marker}")`);
+    return file;
   }
 
   /** A sub-table; always returns a Section so that absent tables read as all-defaults. */

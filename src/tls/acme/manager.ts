@@ -67,6 +67,8 @@ const LOCK_RECHECK_MS = 30_000;
 // setTimeout's ceiling (~24.8 days); a later renewal simply re-arms when this fires.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+const sourceOf = (e: Entry): Entry['source'] => e.source;
+
 export class AcmeManager {
   readonly #s: AcmeSettings;
   readonly #store: CertStore;
@@ -283,6 +285,8 @@ export class AcmeManager {
   }
 
   #adopt(e: Entry, cert: StoredCert): void {
+    // Whatever it waited for (another node's lock) is moot once a certificate is in place.
+    if (cert.meta.fingerprint256 !== e.fingerprint) e.waitingFor = null;
     e.source = 'acme';
     e.issuer = cert.meta.issuer;
     e.notAfter = cert.meta.notAfter;
@@ -428,6 +432,22 @@ export class AcmeManager {
 
     e.capNoticed = false;
     try {
+      // Another node may have finished its whole order between our check above and taking the
+      // lock: look again now that nobody else can be ordering this name.
+      if (!forced) {
+        const before = e.fingerprint;
+        try {
+          await this.#refresh(e);
+        } catch (err) {
+          return await failBefore(err);
+        }
+        // Read afresh: the narrowing from the first check above does not survive the await.
+        const source = sourceOf(e);
+        if (source === 'custom' || (source === 'acme' && e.fingerprint !== before && e.nextAttemptAt !== null && e.nextAttemptAt > this.#now())) {
+          e.waitingFor = null;
+          return;
+        }
+      }
       const started = this.#now();
       try {
         const issued = await this.#client!.issueOne(e.hostname, this.#s.challenges, this.#publisher, this.#abort.signal);

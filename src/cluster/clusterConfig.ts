@@ -1,0 +1,78 @@
+// The config a node runs with a shared store: its own node config (the file) plus the apps
+// deployed to the store. Every app document goes through the same loader as an app file, so a
+// deployed app means exactly what `petrel check-config` says of the file.
+
+import path from 'node:path';
+import { buildConfig, parseAppConfig } from '../config/load.ts';
+import { ConfigError, type AppConfig, type Config, type NodeConfig } from '../config/types.ts';
+import type { AppDoc } from './records.ts';
+
+/**
+ * How an app deployed to the store is named in errors. There is no file on this node; the name
+ * sits in `apps_dir` so that relative paths in the app (a Machine's `cmd`, its `cwd`) resolve
+ * against `apps_dir`, as they would for a file there.
+ */
+export function appSource(node: NodeConfig, name: string): string {
+  return `${path.join(node.appsDir, name)}.toml@store`;
+}
+
+export interface AssembledConfig {
+  readonly config: Config;
+  /** Apps left out, with why: a document that does not load, or a clash with another app. */
+  readonly skipped: readonly { readonly app: string; readonly reason: string }[];
+}
+
+/**
+ * Builds the config from the deployed apps. A bad document (which a deploy would have refused,
+ * but another version or a race may write) leaves out that app only; a clash between two apps
+ * leaves out the one deployed last, so what served before keeps serving.
+ */
+export function assembleConfig(node: NodeConfig, docs: Iterable<AppDoc>): AssembledConfig {
+  const skipped: { app: string; reason: string }[] = [];
+  const parsed: { app: AppConfig; doc: AppDoc }[] = [];
+  for (const doc of docs) {
+    try {
+      parsed.push({ app: parseAppConfig(doc.config, appSource(node, doc.name), node), doc });
+    } catch (err) {
+      skipped.push({ app: doc.name, reason: err instanceof Error ? err.message : String(err) });
+    }
+  }
+  parsed.sort((a, b) => a.doc.deployedAt - b.doc.deployedAt);
+  for (;;) {
+    try {
+      return { config: buildConfig(node, parsed.map((p) => p.app)), skipped };
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      // The error names one app's source; drop it (or, if unnamed, the newest) and try again.
+      let i = parsed.findIndex((p) => p.app.file === err.file);
+      if (i < 0) i = parsed.length - 1;
+      const [gone] = parsed.splice(i, 1);
+      skipped.push({ app: gone!.doc.name, reason: err.message });
+    }
+  }
+}
+
+/**
+ * Checks a deploy before it is written: the text loads as an app file, and it fits with the
+ * other deployed apps (hostnames, ports, Machine ids). Returns the parsed app; throws
+ * ConfigError naming the key and line.
+ */
+export function checkDeploy(node: NodeConfig, text: string, others: Iterable<AppDoc>, name?: string): AppConfig {
+  // Parse once under a provisional source to learn the name, then again under its own.
+  const first = parseAppConfig(text, appSource(node, name ?? 'new'), node);
+  if (name !== undefined && first.name !== name) {
+    throw new ConfigError(appSource(node, name), 'app', 1, `the file says app = "${first.name}", not "${name}"`);
+  }
+  const app = parseAppConfig(text, appSource(node, first.name), node);
+  const rest: AppConfig[] = [];
+  for (const doc of others) {
+    if (doc.name === app.name) continue;
+    try {
+      rest.push(parseAppConfig(doc.config, appSource(node, doc.name), node));
+    } catch {
+      // An app that does not load is not served either; it cannot clash.
+    }
+  }
+  buildConfig(node, [...rest, app]);
+  return app;
+}

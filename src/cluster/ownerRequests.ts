@@ -1,0 +1,77 @@
+// Start/stop/suspend/cordon/uncordon of a Machine asked on any node reach its owner as a request
+// on `machines.<owner>` and come back with the owner's answer (spec section 6, issue 5 scope 5):
+// only the owner runs a Machine's driver, so two nodes never race on one process.
+
+import type { ApiReply, MachineAction } from '../admin/machinesApi.ts';
+import type { MachineDriver, MachineRuntime } from '../machines/runtime.ts';
+import { subjectToken } from '../store/keys.ts';
+import type { ClusterStore } from '../store/types.ts';
+
+export interface OwnerRequest {
+  readonly app: string;
+  readonly id: string;
+  readonly action: MachineAction;
+  readonly body: Record<string, unknown>;
+}
+
+/** The owner's API answer, and the Machine as it is after the action. */
+export interface OwnerReply extends ApiReply {
+  readonly machine: { readonly private_ip?: string; readonly ports?: Record<string, number>; readonly state?: string } | null;
+}
+
+export function ownerSubject(nodeId: string): string {
+  return `machines.${subjectToken(nodeId)}`;
+}
+
+/** Sends an action to the owner; the owner's reply, or throws StoreError (no-responder, timeout, unavailable). */
+export function askOwner(store: ClusterStore, owner: string, req: OwnerRequest, timeoutMs: number): Promise<OwnerReply> {
+  return store.request<OwnerReply>(ownerSubject(owner), req, timeoutMs);
+}
+
+function reasonOf(r: OwnerReply): string {
+  const e = (r.body as { error?: { code?: string; reason?: string } } | null)?.error;
+  return e === undefined ? `owner answered ${r.status}` : `${e.code ?? ''} ${e.reason ?? ''}`.trim();
+}
+
+/**
+ * The driver of another node's Machine on this node: what autostart calls when a request here
+ * wants a sleeping Machine that another node runs. The owner does the work; the addresses it
+ * reports are copied so this node can route at once.
+ */
+export class RemoteDriver implements MachineDriver {
+  readonly kind = 'process' as const;
+  // The owner knows whether its driver can; a refusal comes back as an error.
+  readonly canSuspend = true;
+  private readonly store: ClusterStore;
+  private readonly timeoutMs: () => number;
+
+  constructor(store: ClusterStore, timeoutMs: () => number) {
+    this.store = store;
+    this.timeoutMs = timeoutMs;
+  }
+
+  private async act(m: MachineRuntime, action: MachineAction): Promise<void> {
+    const r = await askOwner(this.store, m.owner!, { app: m.app, id: m.id, action, body: {} }, this.timeoutMs());
+    if (r.status < 200 || r.status > 299) throw new Error(`node ${m.owner} refused to ${action} Machine ${m.id}: ${reasonOf(r)}`);
+    if (r.machine !== null) {
+      if (r.machine.private_ip !== undefined) m.host = r.machine.private_ip;
+      if (r.machine.ports !== undefined) m.ports = new Map(Object.entries(r.machine.ports).map(([k, v]) => [Number(k), v]));
+    }
+  }
+
+  start(m: MachineRuntime): Promise<void> {
+    return this.act(m, 'start');
+  }
+
+  stop(m: MachineRuntime): Promise<void> {
+    return this.act(m, 'stop');
+  }
+
+  suspend(m: MachineRuntime): Promise<void> {
+    return this.act(m, 'suspend');
+  }
+
+  resume(m: MachineRuntime): Promise<void> {
+    return this.act(m, 'start');
+  }
+}

@@ -1,0 +1,89 @@
+// The documents petrel nodes share through the cluster store (spec section 6), and the checks
+// applied when reading them: values written by another node (or another version of petrel) are
+// not trusted to have the right shape.
+
+import type { MachineState } from '../machines/runtime.ts';
+import { TRANSITIONS } from '../machines/states.ts';
+
+/** `apps/<name>`: an app file as deployed (`petrel apps deploy`). */
+export interface AppDoc {
+  readonly name: string;
+  /** The app file's TOML text, validated by the deploying node with the same loader. */
+  readonly config: string;
+  /** Node id of the deployer: the default owner of the app's Machines. */
+  readonly deployedBy: string;
+  readonly deployedAt: number;
+}
+
+/** `machines/<id>`: a Machine as its owner reports it. */
+export interface MachineDoc {
+  readonly id: string;
+  readonly app: string;
+  readonly owner: string;
+  readonly state: MachineState;
+  readonly host: string;
+  /** internal port → port on host */
+  readonly ports: Readonly<Record<string, number>>;
+  /** internal port → checks passing */
+  readonly healthy: Readonly<Record<string, boolean>>;
+  readonly lastError: string;
+  readonly updatedAt: number;
+}
+
+/** `nodes/<id>`: a node's identity and heartbeat. */
+export interface NodeDoc {
+  readonly id: string;
+  readonly region: string;
+  readonly admin: string;
+  readonly startedAt: number;
+  readonly heartbeatAt: number;
+}
+
+/** A node's per-Machine load, published on `load.<node>` (core NATS, not stored). */
+export interface LoadMessage {
+  readonly node: string;
+  /** true: replaces everything known from this node; false: only these Machines changed. */
+  readonly full: boolean;
+  /** Machine id → internal port → in-flight requests or connections through that node. */
+  readonly loads: Readonly<Record<string, Readonly<Record<string, number>>>>;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+const isString = (v: unknown): v is string => typeof v === 'string';
+const isNumber = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+
+export function asAppDoc(v: unknown): AppDoc | null {
+  if (!isObject(v) || !isString(v['name']) || !isString(v['config']) || !isString(v['deployedBy']) || !isNumber(v['deployedAt'])) return null;
+  return v as unknown as AppDoc;
+}
+
+function numberMap(v: unknown): boolean {
+  return isObject(v) && Object.values(v).every(isNumber);
+}
+
+export function asMachineDoc(v: unknown): MachineDoc | null {
+  if (!isObject(v)) return null;
+  const ok =
+    isString(v['id']) &&
+    isString(v['app']) &&
+    isString(v['owner']) &&
+    isString(v['state']) &&
+    Object.hasOwn(TRANSITIONS, v['state']) &&
+    isString(v['host']) &&
+    numberMap(v['ports']) &&
+    isObject(v['healthy']) &&
+    Object.values(v['healthy']).every((b) => typeof b === 'boolean') &&
+    isString(v['lastError']) &&
+    isNumber(v['updatedAt']);
+  return ok ? (v as unknown as MachineDoc) : null;
+}
+
+export function asNodeDoc(v: unknown): NodeDoc | null {
+  if (!isObject(v) || !isString(v['id']) || !isString(v['region']) || !isString(v['admin']) || !isNumber(v['startedAt']) || !isNumber(v['heartbeatAt'])) return null;
+  return v as unknown as NodeDoc;
+}
+
+export function asLoadMessage(v: unknown): LoadMessage | null {
+  if (!isObject(v) || !isString(v['node']) || typeof v['full'] !== 'boolean' || !isObject(v['loads'])) return null;
+  return Object.values(v['loads']).every(numberMap) ? (v as unknown as LoadMessage) : null;
+}

@@ -1,0 +1,238 @@
+// Issue 5 acceptance: several petrel nodes share one state through a real nats-server. An app
+// deployed on node 1 serves on node 3 (the time it takes is printed); a Machine stopped through
+// node 2's admin API is stopped by its owner; the load the owner publishes changes another
+// node's choice; a node that dies stops getting traffic for its Machines and gets it back when
+// it returns.
+
+import t from 'tap';
+import { X509Certificate } from 'node:crypto';
+import http from 'node:http';
+import tls from 'node:tls';
+import { createSelfSigned } from '../src/tls/selfsigned.ts';
+import { requireBinary } from './helpers/deps.ts';
+import { startNats } from './helpers/nats.ts';
+import { DEMO_MACHINE, adminRequest, get, pollUntil, startOrigin, startPetrel, type Origin, type Petrel } from './helpers/petrel.ts';
+import { makeNodeDir, startPetrelProcess } from './helpers/spawn-petrel.ts';
+
+let prefixes = 0;
+/** Each test its own buckets, so parallel files and earlier runs never mix. */
+function bucketPrefix(): string {
+  return `t${process.pid}x${prefixes++}`;
+}
+
+function clusterLines(url: string, prefix: string): string {
+  return `[store]
+kind = "nats"
+servers = ["${url}"]
+bucket_prefix = "${prefix}"
+
+[cluster]
+heartbeat_interval = "100ms"
+node_dead_after = "1s"
+load_publish_interval = "50ms"
+apply_debounce = "10ms"
+owner_request_timeout = "20s"
+`;
+}
+
+async function node(id: string, url: string, prefix: string): Promise<Petrel> {
+  return startPetrel({ apps: {}, nodeId: id, node: clusterLines(url, prefix) });
+}
+
+/** Two static Machines (origins a and b), soft limit 1 per Machine. */
+function shopApp(a: Origin, b: Origin, owners: [string | null, string | null] = [null, null]): string {
+  const owner = (o: string | null) => (o === null ? '' : `node = "${o}"\n`);
+  return `app = "shop"
+[http_service]
+internal_port = ${a.port}
+[http_service.concurrency]
+type = "requests"
+soft_limit = 1
+hard_limit = 10
+[[machines]]
+id = "shop-a"
+driver = "static"
+address = "127.0.0.1:${a.port}"
+${owner(owners[0])}[[machines]]
+id = "shop-b"
+driver = "static"
+address = "127.0.0.1:${b.port}"
+${owner(owners[1])}`;
+}
+
+/** An origin that names itself and can hold a request (`/slow?ms=`). */
+function namedOrigin(name: string): Promise<Origin> {
+  return startOrigin((req, res) => {
+    const ms = /\/slow\?ms=(\d+)/.exec(req.url ?? '')?.[1];
+    const answer = () => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end(name);
+    };
+    if (ms === undefined) answer();
+    else setTimeout(answer, Number(ms));
+  }, name);
+}
+
+/** Public port 80 as bound now: a node starts with no apps, so it binds ports as apps arrive. */
+function port80(p: Petrel): number {
+  return p.daemon.addresses().get(80)?.port ?? 0;
+}
+
+/** The leaf fingerprint a client gets from the node's public port 443 for `servername`. */
+function fingerprint(p: Petrel, servername: string): Promise<string> {
+  const port = p.daemon.addresses().get(443)?.port ?? 0;
+  return new Promise((resolve) => {
+    const s = tls.connect({ host: '127.0.0.1', port, servername, rejectUnauthorized: false }, () => {
+      resolve(s.getPeerCertificate().fingerprint256);
+      s.destroy();
+    });
+    s.on('error', () => resolve(''));
+  });
+}
+
+async function served(p: Petrel, host: string, path = '/'): Promise<{ status: number; body: string }> {
+  const port = port80(p);
+  if (port === 0) return { status: 0, body: 'port 80 not bound' };
+  const r = await get(port, host, path).catch(() => ({ status: 0, body: '' }));
+  return { status: r.status, body: r.body };
+}
+
+t.test('three nodes, one nats-server: deploy, ownership, load', async (t) => {
+  const bin = requireBinary(t, 'nats-server', 'nats-server');
+  if (bin === null) return;
+  const nats = await startNats(t, bin);
+  const prefix = bucketPrefix();
+  const [a, b] = [await namedOrigin('origin-a'), await namedOrigin('origin-b')];
+  t.teardown(async () => {
+    await a.close();
+    await b.close();
+  });
+  const n1 = await node('n1', nats.url, prefix);
+  t.teardown(() => n1.stop());
+  const n2 = await node('n2', nats.url, prefix);
+  t.teardown(() => n2.stop());
+  const n3 = await node('n3', nats.url, prefix);
+  t.teardown(() => n3.stop());
+
+  // Deploy on node 1; node 3 serves it soon after.
+  t.equal(port80(n3), 0, 'node 3 serves no app yet (no port bound)');
+  const t0 = performance.now();
+  await n1.daemon.cluster!.deploy(shopApp(a, b));
+  await pollUntil(async () => (await served(n3, 'shop.test')).status === 200, 'node 3 to serve the deployed app', 10_000);
+  const ms = performance.now() - t0;
+  t.pass(`deployed on node 1, served by node 3 after ${ms.toFixed(0)} ms`);
+  t.comment(`deploy → live on another node: ${ms.toFixed(1)} ms`);
+
+  // Certificates live in the store too: one imported on node 1 serves on node 3, no restart.
+  const pair = createSelfSigned(['shop.test']);
+  const imported = await adminRequest(n1.adminPort, 'POST', '/v1/apps/shop/certificates/custom', 'test-token', JSON.stringify({ hostname: 'shop.test', certificate: pair.certPem, private_key: pair.keyPem }));
+  t.equal(imported.status, 201, `imported on node 1: ${imported.text.trim().slice(0, 80)}`);
+  const wanted = new X509Certificate(pair.certPem).fingerprint256;
+  await pollUntil(async () => (await fingerprint(n3, 'shop.test')) === wanted, 'node 3 to serve the certificate imported on node 1', 10_000);
+  t.pass('node 3 serves the certificate imported on node 1');
+
+  // Ownership: the deployer (node 1) owns both Machines; the others mirror them.
+  t.equal(n1.daemon.manager.get('shop-a')!.owner, null, 'node 1 owns shop-a');
+  t.equal(n3.daemon.manager.get('shop-a')!.owner, 'n1', 'node 3 knows node 1 owns it');
+
+  // Load: node 1 holds a slow request on shop-a (soft limit 1); once node 1 publishes that, node 3
+  // sends everything to shop-b instead of spreading over both.
+  const slow = new Promise<number>((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port: port80(n1), path: '/slow?ms=3000', headers: { host: 'shop.test', 'fly-force-instance-id': 'shop-a' } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      })
+      .on('error', reject);
+  });
+  const slotA = () => n3.daemon.manager.get('shop-a')!.slot(a.port);
+  await pollUntil(() => slotA().peerLoad === 1, "node 3 to see node 1's load on shop-a", 5000);
+  const bodies: string[] = [];
+  for (let i = 0; i < 10; i++) bodies.push((await served(n3, 'shop.test')).body);
+  t.same(new Set(bodies), new Set(['origin-b']), "node 3's requests all go to shop-b while shop-a is at its soft limit elsewhere");
+  t.equal(await slow, 200);
+  await pollUntil(() => slotA().peerLoad === 0, 'the load to drop back to zero', 5000);
+  const after = new Set<string>();
+  for (let i = 0; i < 30 && after.size < 2; i++) after.add((await served(n3, 'shop.test')).body);
+  t.same([...after].sort(), ['origin-a', 'origin-b'], 'then both Machines take traffic again');
+});
+
+t.test('start/stop asked on any node reach the owner', async (t) => {
+  const bin = requireBinary(t, 'nats-server', 'nats-server');
+  if (bin === null) return;
+  const nats = await startNats(t, bin);
+  const prefix = bucketPrefix();
+  const n1 = await node('n1', nats.url, prefix);
+  t.teardown(() => n1.stop());
+  const n2 = await node('n2', nats.url, prefix);
+  t.teardown(() => n2.stop());
+  await n1.daemon.cluster!.deploy(`app = "proc"
+[http_service]
+internal_port = 8080
+[[machines]]
+id = "proc-1"
+driver = "process"
+cmd = ["node", ${JSON.stringify(DEMO_MACHINE)}]
+`);
+  const owned = () => n1.daemon.manager.get('proc-1');
+  const mirror = () => n2.daemon.manager.get('proc-1');
+  await pollUntil(() => owned()?.state === 'started' && mirror()?.state === 'started', 'proc-1 started and mirrored on node 2', 20_000);
+  t.equal(mirror()!.owner, 'n1');
+  t.equal(mirror()!.pid, 0, 'node 2 runs no process for it');
+
+  const stop = await adminRequest(n2.adminPort, 'POST', '/v1/apps/proc/machines/proc-1/stop');
+  t.equal(stop.status, 200, `node 2's admin API answers with the owner's result: ${stop.text.trim()}`);
+  t.match(stop.json, { ok: true, previous_state: 'started' });
+  t.equal(owned()!.state, 'stopped', 'the owner stopped it');
+  await pollUntil(() => mirror()!.state === 'stopped', 'node 2 to see it stopped', 5000);
+  const view = await adminRequest(n2.adminPort, 'GET', '/v1/apps/proc/machines/proc-1');
+  t.match(view.json, { state: 'stopped' }, "node 2's API shows the owner's state");
+
+  // A request on node 2 wakes it through the owner (autostart across nodes).
+  const r = await get(port80(n2), 'proc.test', '/');
+  t.equal(r.status, 200, 'a request on node 2 wakes the Machine on node 1');
+  t.equal(owned()!.state, 'started');
+  t.ok(owned()!.pid > 0, 'the owner runs the process');
+
+  const bad = await adminRequest(n2.adminPort, 'POST', '/v1/apps/proc/machines/nope/stop');
+  t.equal(bad.status, 404, 'an unknown Machine: 404 on any node');
+  const create = await adminRequest(n2.adminPort, 'POST', '/v1/apps/proc/machines', 'test-token', JSON.stringify({ config: { init: { cmd: ['node'] } } }));
+  t.equal(create.status, 409, 'creating Machines through the API is refused with a cluster store (they come with the app file)');
+});
+
+t.test('a node that dies stops getting traffic for its Machines, and gets it back', async (t) => {
+  const bin = requireBinary(t, 'nats-server', 'nats-server');
+  if (bin === null) return;
+  const nats = await startNats(t, bin);
+  const prefix = bucketPrefix();
+  const [a, b] = [await namedOrigin('origin-a'), await namedOrigin('origin-b')];
+  t.teardown(async () => {
+    await a.close();
+    await b.close();
+  });
+  // Node 1 is a real process, so it can die the hard way (SIGKILL: no goodbye in the store).
+  const dir1 = makeNodeDir(t, { apps: {}, nodeId: 'n1', node: clusterLines(nats.url, prefix) });
+  const start1 = () => startPetrelProcess(t, { args: ['start', '--config', dir1.configPath] });
+  let p1 = await start1();
+  const n2 = await node('n2', nats.url, prefix);
+  t.teardown(() => n2.stop());
+  await n2.daemon.cluster!.deploy(shopApp(a, b, ['n1', 'n2']));
+  const mA = () => n2.daemon.manager.get('shop-a');
+  await pollUntil(() => mA()?.routable === true, "node 2 to route to node 1's Machine", 20_000);
+  const seen = new Set<string>();
+  for (let i = 0; i < 40 && seen.size < 2; i++) seen.add((await served(n2, 'shop.test')).body);
+  t.same([...seen].sort(), ['origin-a', 'origin-b'], 'both Machines serve while node 1 lives');
+
+  p1.child.kill('SIGKILL');
+  const killedAt = performance.now();
+  await pollUntil(() => mA()!.ownerDown, "node 2 to notice node 1's death", 10_000);
+  t.pass(`node 1's Machines taken out after ${(performance.now() - killedAt).toFixed(0)} ms (node_dead_after 1 s)`);
+  for (let i = 0; i < 10; i++) t.equal((await served(n2, 'shop.test')).body, 'origin-b', `request ${i}: only the live node's Machine`);
+
+  p1 = await start1();
+  t.teardown(() => p1.child.kill('SIGKILL'));
+  await pollUntil(() => !mA()!.ownerDown && mA()!.routable, 'node 1 to be back', 20_000);
+  const back = new Set<string>();
+  for (let i = 0; i < 40 && back.size < 2; i++) back.add((await served(n2, 'shop.test')).body);
+  t.same([...back].sort(), ['origin-a', 'origin-b'], "node 1's Machine serves again once it beats");
+});
