@@ -314,7 +314,7 @@ export class ClusterNode {
   private async heartbeat(): Promise<void> {
     if (this.closed || !this.store.connected()) return;
     const admin = `${this.node.admin.host}:${this.node.admin.port}`;
-    const doc: NodeDoc = { id: this.nodeId, region: this.node.region, admin, startedAt: this.startedAt, heartbeatAt: Date.now() };
+    const doc: NodeDoc = { id: this.nodeId, region: this.node.region, location: this.node.location, admin, startedAt: this.startedAt, heartbeatAt: Date.now() };
     try {
       await this.store.put('nodes', this.nodeId, doc);
     } catch (err) {

@@ -34,6 +34,8 @@ export interface MachineDoc {
 export interface NodeDoc {
   readonly id: string;
   readonly region: string;
+  /** From the node config's `[location]` (region distance); null when not configured. */
+  readonly location: { readonly lat: number; readonly lon: number } | null;
   readonly admin: string;
   readonly startedAt: number;
   readonly heartbeatAt: number;
