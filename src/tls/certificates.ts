@@ -20,6 +20,9 @@ import type { CertStore } from './store/certStore.ts';
 import { FileCertStore } from './store/fileStore.ts';
 import { CertRejected, inspectPair, namesCover } from './store/inspect.ts';
 
+/** NATS carries a change to every node in about a millisecond; this is a wide margin on that. */
+const CLUSTER_CHALLENGE_SETTLE_MS = 250;
+
 /** Coalesces bursts of store events (a renewal writes key, chain and state) into one rebuild. */
 const REBUILD_DEBOUNCE_MS = 20;
 
@@ -95,7 +98,8 @@ export class Certificates {
     this.store = store;
     this.customOnDisk = customOnDisk;
     this.book = new ChallengeBook();
-    this.sync = new ChallengeSync(store, this.book, log);
+    // A shared store: give the other nodes a moment to learn a challenge before the CA validates.
+    this.sync = new ChallengeSync(store, this.book, log, customOnDisk ? 0 : CLUSTER_CHALLENGE_SETTLE_MS);
     this.log = log;
     this.onOrder = onOrder;
     this.acme = null;

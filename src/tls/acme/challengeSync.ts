@@ -21,13 +21,24 @@ export class ChallengeSync implements ChallengePublisher {
   readonly #store: CertStore;
   readonly #book: ChallengeBook;
   readonly #log: ChallengeSyncLogger;
+  readonly #settleMs: number;
   readonly #tails = new Map<string, Promise<void>>();
   #unwatch: (() => void) | null = null;
 
-  constructor(store: CertStore, book: ChallengeBook, log: ChallengeSyncLogger) {
+  /**
+   * `settleMs`: with a shared store, how long a publish waits after the local book answers, so
+   * the other nodes (which learn it through the store, in about a millisecond) answer too
+   * before the CA is told to validate: the CA may reach any node through anycast.
+   */
+  constructor(store: CertStore, book: ChallengeBook, log: ChallengeSyncLogger, settleMs = 0) {
     this.#store = store;
     this.#book = book;
     this.#log = log;
+    this.#settleMs = settleMs;
+  }
+
+  #settle(): Promise<void> {
+    return this.#settleMs === 0 ? Promise.resolve() : new Promise((r) => setTimeout(r, this.#settleMs));
   }
 
   /** Follows the store's changes (also other nodes', with the cluster store). */
@@ -50,6 +61,7 @@ export class ChallengeSync implements ChallengePublisher {
   async putHttp01(token: string, keyAuthorization: string): Promise<void> {
     await this.#store.putChallenge(token, keyAuthorization);
     await this.#refresh(`h:${token}`, () => this.#applyHttp01(token));
+    await this.#settle();
   }
 
   async deleteHttp01(token: string): Promise<void> {
@@ -64,6 +76,7 @@ export class ChallengeSync implements ChallengePublisher {
   async putAlpn(hostname: string, certPem: string, keyPem: string): Promise<void> {
     await this.#store.putAlpnChallenge({ hostname, certPem, keyPem });
     await this.#refresh(`a:${hostname}`, () => this.#applyAlpn(hostname));
+    await this.#settle();
   }
 
   async deleteAlpn(hostname: string): Promise<void> {
