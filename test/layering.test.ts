@@ -25,6 +25,7 @@ const FORBIDDEN_PATHS = [
   'src/tls/acme',
   'src/tls/store/',
   'src/tls/certificates',
+  'src/cluster/',
   'src/mesh/wg',
   'src/admin/',
 ];

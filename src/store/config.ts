@@ -4,6 +4,7 @@
 import { EmbeddedStore, type EmbeddedHub } from './embedded.ts';
 import { StoreError } from './errors.ts';
 import { NatsStore } from './nats.ts';
+import type { StoreSettings } from '../config/types.ts';
 import type { ClusterStore, StoreLog } from './types.ts';
 
 export interface EmbeddedStoreConfig {
@@ -11,36 +12,11 @@ export interface EmbeddedStoreConfig {
   readonly requestTimeoutMs?: number;
 }
 
-export interface NatsStoreConfig {
-  readonly kind: 'nats';
-  /** `nats://host:port` or `host:port`; the client also learns cluster members from the servers. */
-  readonly servers: readonly string[];
-  readonly token?: string;
-  readonly user?: string;
-  readonly pass?: string;
-  /** A NATS `.creds` file (JWT + nkey seed); read at connect. */
-  readonly credsFile?: string;
-  /** Buckets are `<prefix>_<collection>`, subjects `<prefix>.<subject>`: several clusters can share servers. */
-  readonly bucketPrefix: string;
-  /** KV replicas (1, 3 or 5); applied when a bucket is created, never to an existing one. */
-  readonly replicas: number;
+/** The `[store]` settings of the node config (shape and comments in config/types.ts) and the client's name. */
+export type NatsStoreConfig = Extract<StoreSettings, { readonly kind: 'nats' }> & {
   /** Client name shown by the server's monitoring (the node id). */
   readonly name?: string;
-  /** First connection, per server tried. */
-  readonly connectTimeoutMs?: number;
-  /** Each KV operation (JetStream API request). */
-  readonly opTimeoutMs?: number;
-  /** Default for request(). */
-  readonly requestTimeoutMs?: number;
-  /** How often the client pings; `maxPingOut` unanswered pings mean the server is gone. */
-  readonly pingIntervalMs?: number;
-  readonly maxPingOut?: number;
-  /** Reconnect backoff: the pause grows with the outage, between these bounds. */
-  readonly reconnectMinMs?: number;
-  readonly reconnectMaxMs?: number;
-  /** How often a watch is checked against its bucket for a stall (natsMirror.ts). */
-  readonly watchCheckMs?: number;
-}
+};
 
 export type StoreConfig = EmbeddedStoreConfig | NatsStoreConfig;
 
