@@ -6,13 +6,15 @@
 
 import t from 'tap';
 import { X509Certificate } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import http from 'node:http';
 import tls from 'node:tls';
 import { createSelfSigned } from '../src/tls/selfsigned.ts';
 import { requireBinary } from './helpers/deps.ts';
 import { startNats } from './helpers/nats.ts';
 import { DEMO_MACHINE, adminRequest, get, pollUntil, startOrigin, startPetrel, type Origin, type Petrel } from './helpers/petrel.ts';
-import { makeNodeDir, startPetrelProcess } from './helpers/spawn-petrel.ts';
+import { makeNodeDir, runPetrel, startPetrelProcess } from './helpers/spawn-petrel.ts';
+import { freePort } from './helpers/prometheus.ts';
 
 let prefixes = 0;
 /** Each test its own buckets, so parallel files and earlier runs never mix. */
@@ -235,4 +237,50 @@ t.test('a node that dies stops getting traffic for its Machines, and gets it bac
   const back = new Set<string>();
   for (let i = 0; i < 40 && back.size < 2; i++) back.add((await served(n2, 'shop.test')).body);
   t.same([...back].sort(), ['origin-a', 'origin-b'], "node 1's Machine serves again once it beats");
+});
+
+t.test('petrel apps deploy/list/show/destroy with the cluster store (the real CLI)', async (t) => {
+  const bin = requireBinary(t, 'nats-server', 'nats-server');
+  if (bin === null) return;
+  const nats = await startNats(t, bin);
+  const prefix = bucketPrefix();
+  const origin = await namedOrigin('origin-cli');
+  t.teardown(() => origin.close());
+  // The CLI reads the node config for the admin address and token: node 1 runs as a process
+  // with a fixed admin port, node 2 in this process.
+  const adminPort = await freePort();
+  const dir1 = makeNodeDir(t, { apps: {}, nodeId: 'n1', node: clusterLines(nats.url, prefix), admin: `127.0.0.1:${adminPort}` });
+  const p1 = await startPetrelProcess(t, { args: ['start', '--config', dir1.configPath] });
+  t.teardown(() => p1.child.kill('SIGTERM'));
+  const n2 = await node('n2', nats.url, prefix);
+  t.teardown(() => n2.stop());
+  const cli = (...args: string[]) => runPetrel(t, ['apps', ...args, '--config', dir1.configPath]);
+
+  const file = `${dir1.dir}/web.toml`;
+  writeFileSync(file, `app = "web"\nhostnames = ["web.example.com"]\n[http_service]\ninternal_port = ${origin.port}\n[[machines]]\nid = "web-1"\ndriver = "static"\naddress = "127.0.0.1:${origin.port}"\n`);
+  const deployed = await cli('deploy', file);
+  t.equal(deployed.code, 0, `deploy: ${deployed.stdout.trim()} ${deployed.stderr.trim()}`);
+  t.match(deployed.stdout, /deployed app web/);
+  await pollUntil(async () => (await served(n2, 'web.example.com')).body === 'origin-cli', 'node 2 to serve the app deployed with the CLI on node 1', 10_000);
+
+  const list = await cli('list');
+  t.equal(list.code, 0);
+  t.match(list.stdout, /web/);
+  const show = await cli('show', 'web');
+  t.equal(show.code, 0);
+  t.match(show.stdout, /web\.example\.com/);
+  t.match(show.stdout, /app = "web"/, 'show prints the stored app file');
+
+  writeFileSync(`${dir1.dir}/bad.toml`, 'app = "bad"\n[http_service]\ninternal_port = "x"\n');
+  const bad = await cli('deploy', `${dir1.dir}/bad.toml`);
+  t.equal(bad.code, 1, 'an invalid file is refused before anything is sent');
+  t.match(bad.stderr, /bad\.toml:3: http_service\.internal_port/);
+  t.notOk(await n2.daemon.cluster!.store.get('apps', 'bad'), 'and nothing reached the store');
+
+  const gone = await cli('destroy', 'web', '--yes');
+  t.equal(gone.code, 0, `destroy: ${gone.stdout.trim()} ${gone.stderr.trim()}`);
+  await pollUntil(async () => (await served(n2, 'web.example.com')).status !== 200, 'node 2 to stop serving the destroyed app', 10_000);
+  const again = await cli('show', 'web');
+  t.equal(again.code, 1, 'show of a destroyed app fails');
+  t.match(again.stderr, /PA02/);
 });
