@@ -284,3 +284,48 @@ t.test('petrel apps deploy/list/show/destroy with the cluster store (the real CL
   t.equal(again.code, 1, 'show of a destroyed app fails');
   t.match(again.stderr, /PA02/);
 });
+
+t.test('bad input through the store: malformed documents and requests are refused, nothing else changes', async (t) => {
+  const bin = requireBinary(t, 'nats-server', 'nats-server');
+  if (bin === null) return;
+  const nats = await startNats(t, bin);
+  const prefix = bucketPrefix();
+  const [a, b] = [await namedOrigin('origin-a'), await namedOrigin('origin-b')];
+  t.teardown(async () => {
+    await a.close();
+    await b.close();
+  });
+  const n1 = await node('n1', nats.url, prefix);
+  t.teardown(() => n1.stop());
+  const n2 = await node('n2', nats.url, prefix);
+  t.teardown(() => n2.stop());
+  await n1.daemon.cluster!.deploy(shopApp(a, b));
+  await pollUntil(async () => (await served(n2, 'shop.test')).status === 200, 'node 2 to serve shop', 10_000);
+  const store = n2.daemon.cluster!.store;
+
+  // Owner requests: anything that can publish on the subject can send one.
+  const bad: unknown[] = [null, 'stop', { app: 'shop', id: 'shop-a' }, { app: 'shop', id: 'shop-a', action: 'explode' }, { app: 'shop', id: 5, action: 'stop' }, { app: 'shop', id: 'shop-a', action: 'stop', body: [] }];
+  for (const req of bad) {
+    const r = await store.request<{ status: number; body: { error: { code: string } } }>('machines.n1', req, 5000);
+    t.equal(r.status, 400, `owner request ${JSON.stringify(req)}: 400`);
+    t.equal(r.body.error.code, 'PA08');
+  }
+  const unknown = await store.request<{ status: number }>('machines.n1', { app: 'shop', id: 'nope', action: 'stop' }, 5000);
+  t.equal(unknown.status, 404, 'an unknown Machine: 404');
+  t.equal(n1.daemon.manager.get('shop-a')!.state, 'started', 'nothing was stopped');
+
+  // Documents written by something other than petrel, or a broken app file.
+  await store.put('apps', 'junk', { hello: 'world' });
+  await store.put('apps', 'broken', { name: 'broken', config: 'app = "broken"\n[http_service]\ninternal_port = "x"\n', deployedBy: 'n1', deployedAt: Date.now() });
+  await store.put('machines', 'shop-a', { id: 'shop-a', state: 'exploded' });
+  store.publish('load.n9', { node: 'n9', full: true, loads: { 'shop-a': { 8080: 'lots' } } });
+  await pollUntil(() => n1.log.lines.some((l) => String(l['msg']).startsWith('deployed app left out')), 'node 1 to report the broken app', 10_000);
+  t.ok(n1.log.lines.some((l) => String(l['msg']).includes('malformed app document')), 'the malformed document is reported');
+  t.equal((await served(n1, 'shop.test')).status, 200, 'node 1 still serves shop');
+  t.equal((await served(n2, 'shop.test')).status, 200, 'node 2 still serves shop');
+  t.equal(n2.daemon.manager.get('shop-a')!.state, 'started', 'a malformed Machine record changes nothing');
+  t.equal(n2.daemon.manager.get('shop-a')!.slot(a.port).peerLoad, 0, 'a malformed load message changes nothing');
+  const deploy = await adminRequest(n1.adminPort, 'POST', '/v1/apps', 'test-token', JSON.stringify({ config: 'app = "x"\n[http_service]\ninternal_port = 0\n' }));
+  t.equal(deploy.status, 422, 'a deploy of an invalid file: 422');
+  t.match(deploy.json, { error: { code: 'PA19', key: 'http_service.internal_port', line: 3 } });
+});

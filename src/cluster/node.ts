@@ -23,7 +23,7 @@ import { isStoreError } from '../store/errors.ts';
 import { subjectToken } from '../store/keys.ts';
 import type { ClusterStore, Entry, Unsubscribe, WatchEvent } from '../store/types.ts';
 import { assembleConfig, checkDeploy } from './clusterConfig.ts';
-import { ownerSubject, type OwnerReply, type OwnerRequest } from './ownerRequests.ts';
+import { asOwnerRequest, ownerSubject, type OwnerReply, type OwnerRequest } from './ownerRequests.ts';
 import { asAppDoc, asLoadMessage, asMachineDoc, asNodeDoc, type AppDoc, type LoadMessage, type MachineDoc, type NodeDoc } from './records.ts';
 
 /** A full load message this often, so a node that joined (or missed one) converges. */
@@ -108,7 +108,7 @@ export class ClusterNode {
     this.unsubs.push(this.store.watch('machines', (ev) => this.onMachines(ev)));
     this.unsubs.push(this.store.watch('nodes', (ev) => this.onNodes(ev)));
     this.unsubs.push(this.store.subscribe(`${LOAD_SUBJECT}.*`, (data) => this.onLoad(data)));
-    this.unsubs.push(this.store.serve(ownerSubject(this.nodeId), (data) => this.onOwnerRequest(data as OwnerRequest)));
+    this.unsubs.push(this.store.serve(ownerSubject(this.nodeId), (data) => this.onOwnerRequest(data)));
     this.unsubs.push(
       this.store.onStatus((s) => {
         this.statusSince = s.at;
@@ -301,9 +301,13 @@ export class ClusterNode {
     if (!wasUsable && usable()) hooks.routingChanged();
   }
 
-  private async onOwnerRequest(req: OwnerRequest): Promise<OwnerReply> {
+  private async onOwnerRequest(data: unknown): Promise<OwnerReply> {
     const hooks = this.hooks;
     if (hooks === null) return { status: 503, body: { error: { code: 'PA17', reason: 'node is starting' } }, machine: null };
+    const req = asOwnerRequest(data);
+    if (req === null) {
+      return { status: 400, body: { error: { code: 'PA08', reason: 'malformed owner request: needs app, id, action (start|stop|suspend|cordon|uncordon) and an object body' } }, machine: null };
+    }
     const reply = await hooks.ownerAction(req);
     const view = hooks.machineView(req.app, req.id) as OwnerReply['machine'];
     return { status: reply.status, body: reply.body, machine: view };

@@ -19,6 +19,22 @@ export interface OwnerReply extends ApiReply {
   readonly machine: { readonly private_ip?: string; readonly ports?: Record<string, number>; readonly state?: string } | null;
 }
 
+const ACTIONS: readonly MachineAction[] = ['start', 'stop', 'suspend', 'cordon', 'uncordon'];
+
+/**
+ * A request as it arrived from the store, checked: any process that can publish on the subject
+ * can send one, so a malformed one gets a 400 answer instead of reaching the manager.
+ */
+export function asOwnerRequest(v: unknown): OwnerRequest | null {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return null;
+  const r = v as Record<string, unknown>;
+  const body = r['body'] ?? {};
+  if (typeof r['app'] !== 'string' || typeof r['id'] !== 'string') return null;
+  if (typeof r['action'] !== 'string' || !(ACTIONS as readonly string[]).includes(r['action'])) return null;
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return null;
+  return { app: r['app'], id: r['id'], action: r['action'] as MachineAction, body: body as Record<string, unknown> };
+}
+
 export function ownerSubject(nodeId: string): string {
   return `machines.${subjectToken(nodeId)}`;
 }
