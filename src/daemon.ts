@@ -52,6 +52,8 @@ export class Daemon {
   /** The config as the files say, before API-made Machines are added. */
   private fileConfig: Config;
   private readonly apiMachines: ApiMachines;
+  /** Cluster store: Machines this node created with `skip_launch`, not started by the next apply. */
+  private readonly skipLaunch = new Set<string>();
   readonly log: Loggers;
   readonly metrics: Metrics;
   readonly manager: MachineManager;
@@ -123,9 +125,9 @@ export class Daemon {
       drainMs: () => this.holder.current.limits.stopDrainTimeoutMs,
       nodeRegion: () => this.config.node.region,
       app: (name) => this.config.apps.get(name),
-      isApiMachine: (id) => this.apiMachines.has(id),
-      addMachine: (req) => this.addMachine(req),
-      removeMachine: (id) => this.removeMachine(id),
+      isApiMachine: (id) => (cluster === null ? this.apiMachines.has(id) : cluster.isApiMachine(id)),
+      addMachine: (req) => (cluster === null ? this.addMachine(req) : this.addClusterMachine(cluster, req)),
+      removeMachine: (id) => (cluster === null ? this.removeMachine(id) : this.removeClusterMachine(cluster, id)),
     });
     this.adminToken = config.node.admin.token || randomBytes(24).toString('base64url');
     this.admin = new AdminServer(this.adminToken, this.metrics, this.backend(), log.admin);
@@ -280,7 +282,9 @@ export class Daemon {
     const run = this.reloading.then(async () => {
       if (this.shuttingDown !== null) return;
       const certs = await this.certificates.buildTable(config);
-      await this.apply(config, certs);
+      const skip = new Set(this.skipLaunch);
+      this.skipLaunch.clear();
+      await this.apply(config, certs, skip);
       await this.certificates.configure(this.config).catch((err: unknown) => this.log.tls.error({ err }, 'ACME not reconfigured'));
       this.log.cluster.info({ version: this.version, apps: config.apps.size }, 'cluster config applied');
     });
@@ -323,6 +327,38 @@ export class Daemon {
     const m = this.manager.get(req.machine.id);
     // The reconcile records a failed start on the Machine; the API reports it as a failure.
     if (!req.skipLaunch && m !== undefined && m.state === 'failed') throw new Error(`Machine ${m.id} did not start: ${m.lastError}`);
+  }
+
+  /**
+   * Cluster store: the Machine goes into the store, owned by this node; every node's next config
+   * has it, and this node's reconcile starts it. Answers once it runs here (or failed to start).
+   */
+  private async addClusterMachine(cluster: ClusterNode, req: CreateRequest): Promise<void> {
+    if (req.skipLaunch) this.skipLaunch.add(req.machine.id);
+    await cluster.createMachine(req.machine);
+    const done = await this.until(() => {
+      const m = this.manager.get(req.machine.id);
+      return m !== undefined && (req.skipLaunch || m.state === 'started' || m.state === 'failed');
+    });
+    const m = this.manager.get(req.machine.id);
+    if (!done || m === undefined) throw new Error(`Machine ${req.machine.id} was written to the cluster store but has not started here yet`);
+    if (m.state === 'failed') throw new Error(`Machine ${m.id} did not start: ${m.lastError}`);
+  }
+
+  /** Cluster store: removed everywhere; its owner stops and destroys it. */
+  private async removeClusterMachine(cluster: ClusterNode, id: string): Promise<void> {
+    await cluster.destroyMachine(id);
+    if (!(await this.until(() => this.manager.get(id) === undefined))) throw new Error(`Machine ${id} was removed from the cluster store but is still here`);
+  }
+
+  /** Polls `done` until true or the wake timeout (every wait is bounded). */
+  private async until(done: () => boolean): Promise<boolean> {
+    const deadline = performance.now() + this.holder.current.limits.wakeTimeoutMs;
+    while (!done()) {
+      if (performance.now() > deadline) return false;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return true;
   }
 
   private async removeMachine(id: string): Promise<void> {
@@ -393,8 +429,6 @@ export class Daemon {
         if (this.cluster !== null && m !== undefined && m.app === app && m.owner !== null) return this.forward(m.owner, { app, id, action, body });
         return this.machinesBackend.action(app, id, action, body);
       },
-      create: (app, body) => (this.cluster === null ? this.machinesBackend.create(app, body) : Promise.resolve(CLUSTER_MACHINES)),
-      destroy: (app, id, force) => (this.cluster === null ? this.machinesBackend.destroy(app, id, force) : Promise.resolve(CLUSTER_MACHINES)),
     };
   }
 
@@ -420,9 +454,3 @@ export class Daemon {
     }
   }
 }
-
-/** With a shared store, Machines come from the deployed app files, where every node sees them. */
-const CLUSTER_MACHINES: ApiReply = {
-  status: 409,
-  body: { error: { code: 'PA20', reason: 'with the cluster store, Machines are declared in the app file ([[machines]]) and deployed with `petrel apps deploy`' } },
-};

@@ -198,8 +198,35 @@ cmd = ["node", ${JSON.stringify(DEMO_MACHINE)}]
 
   const bad = await adminRequest(n2.adminPort, 'POST', '/v1/apps/proc/machines/nope/stop');
   t.equal(bad.status, 404, 'an unknown Machine: 404 on any node');
-  const create = await adminRequest(n2.adminPort, 'POST', '/v1/apps/proc/machines', 'test-token', JSON.stringify({ config: { init: { cmd: ['node'] } } }));
-  t.equal(create.status, 409, 'creating Machines through the API is refused with a cluster store (they come with the app file)');
+
+  // A Machine created through node 2's API: owned by node 2, known to node 1, destroyed from node 1.
+  const create = await adminRequest(n2.adminPort, 'POST', '/v1/apps/proc/machines', 'test-token', JSON.stringify({ name: 'proc-api', config: { init: { cmd: ['node', DEMO_MACHINE] } } }));
+  t.equal(create.status, 200, `created through node 2: ${create.text.trim().slice(0, 100)}`);
+  t.match(create.json, { id: 'proc-api', state: 'started' });
+  const made = () => n2.daemon.manager.get('proc-api');
+  const seen1 = () => n1.daemon.manager.get('proc-api');
+  t.equal(made()!.owner, null, 'node 2 owns it');
+  t.ok(made()!.pid > 0, 'and runs its process');
+  await pollUntil(() => seen1()?.owner === 'n2' && seen1()?.state === 'started', 'node 1 to know it, started, owned by node 2', 10_000);
+  const dup = await adminRequest(n1.adminPort, 'POST', '/v1/apps/proc/machines', 'test-token', JSON.stringify({ name: 'proc-api', config: { init: { cmd: ['node', DEMO_MACHINE] } } }));
+  t.equal(dup.status, 400, 'the same id through another node: 400');
+  const pid = made()!.pid;
+  const fileMachine = await adminRequest(n1.adminPort, 'DELETE', '/v1/apps/proc/machines/proc-1?force=true');
+  t.equal(fileMachine.status, 409, 'a Machine from the app file cannot be destroyed through the API');
+  const running = await adminRequest(n1.adminPort, 'DELETE', '/v1/apps/proc/machines/proc-api');
+  t.equal(running.status, 412, 'a running one needs force');
+  const del = await adminRequest(n1.adminPort, 'DELETE', '/v1/apps/proc/machines/proc-api?force=true');
+  t.equal(del.status, 200, `destroyed through node 1: ${del.text.trim()}`);
+  await pollUntil(() => made() === undefined && seen1() === undefined, 'both nodes to drop it', 10_000);
+  await pollUntil(() => {
+    try {
+      process.kill(pid, 0);
+      return false;
+    } catch {
+      return true;
+    }
+  }, 'its process (on node 2) to be gone', 10_000);
+  t.pass("the owner stopped the process");
 });
 
 t.test('a node that dies stops getting traffic for its Machines, and gets it back', async (t) => {
@@ -319,7 +346,7 @@ t.test('bad input through the store: malformed documents and requests are refuse
   await store.put('apps', 'broken', { name: 'broken', config: 'app = "broken"\n[http_service]\ninternal_port = "x"\n', deployedBy: 'n1', deployedAt: Date.now() });
   await store.put('machines', 'shop-a', { id: 'shop-a', state: 'exploded' });
   store.publish('load.n9', { node: 'n9', full: true, loads: { 'shop-a': { 8080: 'lots' } } });
-  await pollUntil(() => n1.log.lines.some((l) => String(l['msg']).startsWith('deployed app left out')), 'node 1 to report the broken app', 10_000);
+  await pollUntil(() => n1.log.lines.some((l) => String(l['msg']).startsWith('left out of the cluster config')), 'node 1 to report the broken app', 10_000);
   t.ok(n1.log.lines.some((l) => String(l['msg']).includes('malformed app document')), 'the malformed document is reported');
   t.equal((await served(n1, 'shop.test')).status, 200, 'node 1 still serves shop');
   t.equal((await served(n2, 'shop.test')).status, 200, 'node 2 still serves shop');

@@ -5,6 +5,7 @@ import type { MachineManager } from '../machines/manager.ts';
 import type { MachineRuntime } from '../machines/runtime.ts';
 import { IllegalTransitionError } from '../machines/states.ts';
 import { stopSequence } from '../machines/stopSequence.ts';
+import { isStoreError } from '../store/errors.ts';
 import { CreateBodyError, readCreateBody, type CreateRequest } from './machineCreate.ts';
 import { apiError, type ApiReply, type MachineAction, type MachinesBackend } from './machinesApi.ts';
 
@@ -46,6 +47,9 @@ export interface MachinesBackendDeps {
 
 function failure(action: string, err: unknown): ApiReply {
   if (err instanceof IllegalTransitionError) return apiError(409, 'PA06', err.message);
+  // Cluster store: an id someone else took first, or a store that cannot be reached.
+  if (isStoreError(err, 'conflict')) return apiError(400, 'PA08', `${action} refused: the id is already taken in the cluster store`);
+  if (isStoreError(err)) return apiError(503, 'PA17', `${action} failed: cluster store: ${err.message}`);
   const reason = err instanceof Error ? err.message : String(err);
   // Refusals the manager explains (a driver that cannot suspend, a node shutting down).
   if (/cannot suspend|shutting down|not suspended/.test(reason)) return apiError(409, 'PA06', reason);

@@ -5,7 +5,11 @@
 import path from 'node:path';
 import { buildConfig, parseAppConfig } from '../config/load.ts';
 import { ConfigError, type AppConfig, type Config, type NodeConfig } from '../config/types.ts';
-import type { AppDoc } from './records.ts';
+import type { AppDoc, MachineDoc, MachineSpec } from './records.ts';
+import { KILL_SIGNALS } from '../config/load/app.ts';
+import { MACHINE_ID } from '../config/load/machines.ts';
+import { REGION } from '../config/load/valueRules.ts';
+import type { MachineConfig } from '../config/types.ts';
 
 /**
  * How an app deployed to the store is named in errors. There is no file on this node; the name
@@ -27,7 +31,7 @@ export interface AssembledConfig {
  * but another version or a race may write) leaves out that app only; a clash between two apps
  * leaves out the one deployed last, so what served before keeps serving.
  */
-export function assembleConfig(node: NodeConfig, docs: Iterable<AppDoc>): AssembledConfig {
+export function assembleConfig(node: NodeConfig, docs: Iterable<AppDoc>, machines: Iterable<MachineDoc> = []): AssembledConfig {
   const skipped: { app: string; reason: string }[] = [];
   const parsed: { app: AppConfig; doc: AppDoc }[] = [];
   for (const doc of docs) {
@@ -37,6 +41,7 @@ export function assembleConfig(node: NodeConfig, docs: Iterable<AppDoc>): Assemb
       skipped.push({ app: doc.name, reason: err instanceof Error ? err.message : String(err) });
     }
   }
+  addApiMachines(parsed, machines, skipped);
   parsed.sort((a, b) => a.doc.deployedAt - b.doc.deployedAt);
   for (;;) {
     try {
@@ -49,6 +54,51 @@ export function assembleConfig(node: NodeConfig, docs: Iterable<AppDoc>): Assemb
       const [gone] = parsed.splice(i, 1);
       skipped.push({ app: gone!.doc.name, reason: err.message });
     }
+  }
+}
+
+/** The MachineConfig of a Machine created through the admin API, or why it cannot be one. */
+export function specMachine(doc: MachineDoc, spec: MachineSpec): MachineConfig | string {
+  if (!MACHINE_ID.test(doc.id)) return `id ${JSON.stringify(doc.id)} is not a Machine id`;
+  if (!REGION.test(spec.region)) return `region ${JSON.stringify(spec.region)} is not a region`;
+  if (!(KILL_SIGNALS as readonly string[]).includes(spec.killSignal)) return `kill signal ${spec.killSignal} is not allowed`;
+  if (!(spec.killTimeoutMs > 0)) return 'kill timeout must be positive';
+  return Object.freeze({
+    id: doc.id,
+    app: doc.app,
+    region: spec.region,
+    driver: 'process',
+    address: null,
+    cmd: Object.freeze([...spec.cmd]),
+    api: null,
+    node: doc.owner,
+    cwd: spec.cwd,
+    env: new Map(Object.entries(spec.env)),
+    killSignal: spec.killSignal as NodeJS.Signals,
+    killTimeoutMs: spec.killTimeoutMs,
+    source: Object.freeze({ file: `(admin API on ${doc.owner})`, line: 0 }),
+  });
+}
+
+/** Adds the API-made Machines to their apps; one whose id an app file uses is left out. */
+function addApiMachines(parsed: { app: AppConfig; doc: AppDoc }[], machines: Iterable<MachineDoc>, skipped: { app: string; reason: string }[]): void {
+  const fileIds = new Set<string>();
+  for (const p of parsed) for (const mc of p.app.machines) fileIds.add(mc.id);
+  const extra = new Map<string, MachineConfig[]>();
+  for (const doc of machines) {
+    if (doc.spec === undefined) continue;
+    const mc = specMachine(doc, doc.spec);
+    if (typeof mc === 'string' || fileIds.has(doc.id)) {
+      skipped.push({ app: doc.app, reason: `Machine ${doc.id} (created through the API) left out: ${typeof mc === 'string' ? mc : 'an app file uses its id'}` });
+      continue;
+    }
+    let list = extra.get(doc.app);
+    if (list === undefined) extra.set(doc.app, (list = []));
+    list.push(mc);
+  }
+  for (const p of parsed) {
+    const more = extra.get(p.app.name);
+    if (more !== undefined) p.app = Object.freeze({ ...p.app, machines: Object.freeze([...p.app.machines, ...more]) });
   }
 }
 

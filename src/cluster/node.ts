@@ -24,7 +24,7 @@ import { subjectToken } from '../store/keys.ts';
 import type { ClusterStore, Entry, Unsubscribe, WatchEvent } from '../store/types.ts';
 import { assembleConfig, checkDeploy } from './clusterConfig.ts';
 import { asOwnerRequest, ownerSubject, type OwnerReply, type OwnerRequest } from './ownerRequests.ts';
-import { asAppDoc, asLoadMessage, asMachineDoc, asNodeDoc, type AppDoc, type LoadMessage, type MachineDoc, type NodeDoc } from './records.ts';
+import { asAppDoc, asLoadMessage, asMachineDoc, asNodeDoc, type AppDoc, type LoadMessage, type MachineDoc, type MachineSpec, type NodeDoc } from './records.ts';
 
 /** A full load message this often, so a node that joined (or missed one) converges. */
 const FULL_LOAD_EVERY_MS = 5000;
@@ -191,9 +191,40 @@ export class ClusterNode {
   }
 
   private assemble(): Config {
-    const { config, skipped } = assembleConfig(this.node, this.apps.values());
-    for (const s of skipped) this.log.error({ app: s.app }, `deployed app left out: ${s.reason}`);
+    const { config, skipped } = assembleConfig(this.node, this.apps.values(), this.machineDocs.values());
+    for (const s of skipped) this.log.error({ app: s.app }, `left out of the cluster config: ${s.reason}`);
     return config;
+  }
+
+  // ---- Machines created through the admin API ---------------------------------------------
+
+  /** Created through the API (its record holds its spec), as opposed to declared in an app file. */
+  isApiMachine(id: string): boolean {
+    return this.machineDocs.get(id)?.spec !== undefined;
+  }
+
+  /**
+   * Writes a new API-made Machine owned by this node; every node adds it to its config, and this
+   * one starts it. Fails with StoreError `conflict` when the id is taken.
+   */
+  async createMachine(mc: MachineConfig): Promise<void> {
+    const spec: MachineSpec = {
+      region: mc.region,
+      cmd: [...mc.cmd!],
+      cwd: mc.cwd,
+      env: Object.fromEntries(mc.env),
+      killSignal: mc.killSignal,
+      killTimeoutMs: mc.killTimeoutMs,
+    };
+    const doc: MachineDoc = { id: mc.id, app: mc.app, owner: this.nodeId, state: 'created', host: '', ports: {}, healthy: {}, lastError: '', updatedAt: Date.now(), spec };
+    await this.store.create('machines', mc.id, doc);
+    this.log.info({ machine: mc.id, app: mc.app }, 'Machine created in the cluster store');
+  }
+
+  /** Removes an API-made Machine everywhere; its owner stops and destroys it. */
+  async destroyMachine(id: string): Promise<void> {
+    await this.store.delete('machines', id);
+    this.log.info({ machine: id }, 'Machine removed from the cluster store');
   }
 
   private scheduleApply(): void {
@@ -253,24 +284,34 @@ export class ClusterNode {
     const healthy: Record<string, boolean> = {};
     // A warming slot is not healthy yet as far as other nodes are concerned.
     for (const s of m.slots.values()) healthy[String(s.internalPort)] = s.healthy && !s.warming;
-    return { id: m.id, app: m.app, owner: this.nodeId, state: m.state, host: m.host, ports, healthy, lastError: m.lastError, updatedAt: Date.now() };
+    // An API-made Machine's spec travels with every rewrite of its record.
+    const spec = this.machineDocs.get(m.id)?.spec;
+    const doc: MachineDoc = { id: m.id, app: m.app, owner: this.nodeId, state: m.state, host: m.host, ports, healthy, lastError: m.lastError, updatedAt: Date.now() };
+    return spec === undefined ? doc : { ...doc, spec };
   }
 
   private onMachines(ev: WatchEvent): void {
     if (ev.type === 'sync') {
+      const hadSpecs = [...this.machineDocs.values()].some((d) => d.spec !== undefined);
       this.machineDocs.clear();
       for (const [k, e] of ev.entries) {
         const doc = asMachineDoc(e.value);
         if (doc !== null) this.machineDocs.set(k, doc);
       }
+      if (hadSpecs || [...this.machineDocs.values()].some((d) => d.spec !== undefined)) this.scheduleApply();
       this.remirrorAll();
     } else if (ev.type === 'put') {
       const doc = asMachineDoc(ev.entry.value);
       if (doc === null) return;
+      const before = this.machineDocs.get(ev.entry.key);
       this.machineDocs.set(ev.entry.key, doc);
+      // A Machine created (or changed) through the API is part of the config.
+      if (doc.spec !== undefined && JSON.stringify(doc.spec) !== JSON.stringify(before?.spec)) this.scheduleApply();
       this.remirror(ev.entry.key);
     } else {
+      const before = this.machineDocs.get(ev.key);
       this.machineDocs.delete(ev.key);
+      if (before?.spec !== undefined) this.scheduleApply();
     }
   }
 

@@ -15,6 +15,19 @@ export interface AppDoc {
   readonly deployedAt: number;
 }
 
+/**
+ * A `process` Machine created through the admin API (not in an app file): what its owner needs
+ * to run it, kept in its record so every node knows it and the owner can restart it.
+ */
+export interface MachineSpec {
+  readonly region: string;
+  readonly cmd: readonly string[];
+  readonly cwd: string;
+  readonly env: Readonly<Record<string, string>>;
+  readonly killSignal: string;
+  readonly killTimeoutMs: number;
+}
+
 /** `machines/<id>`: a Machine as its owner reports it. */
 export interface MachineDoc {
   readonly id: string;
@@ -28,6 +41,8 @@ export interface MachineDoc {
   readonly healthy: Readonly<Record<string, boolean>>;
   readonly lastError: string;
   readonly updatedAt: number;
+  /** Only for Machines created through the admin API. */
+  readonly spec?: MachineSpec;
 }
 
 /** `nodes/<id>`: a node's identity and heartbeat. */
@@ -76,8 +91,24 @@ export function asMachineDoc(v: unknown): MachineDoc | null {
     isObject(v['healthy']) &&
     Object.values(v['healthy']).every((b) => typeof b === 'boolean') &&
     isString(v['lastError']) &&
-    isNumber(v['updatedAt']);
+    isNumber(v['updatedAt']) &&
+    (v['spec'] === undefined || isMachineSpec(v['spec']));
   return ok ? (v as unknown as MachineDoc) : null;
+}
+
+function isMachineSpec(v: unknown): v is MachineSpec {
+  return (
+    isObject(v) &&
+    isString(v['region']) &&
+    Array.isArray(v['cmd']) &&
+    v['cmd'].length > 0 &&
+    v['cmd'].every(isString) &&
+    isString(v['cwd']) &&
+    isObject(v['env']) &&
+    Object.values(v['env']).every(isString) &&
+    isString(v['killSignal']) &&
+    isNumber(v['killTimeoutMs'])
+  );
 }
 
 export function asNodeDoc(v: unknown): NodeDoc | null {
