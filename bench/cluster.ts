@@ -14,22 +14,12 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Daemon } from '../src/daemon.ts';
+import { freePort } from '../test/helpers/prometheus.ts';
 
 const ROUNDS = Number(process.env['ROUNDS'] ?? 30);
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function startNats(dir: string): Promise<{ url: string; proc: ChildProcess }> {
   const port = await freePort();

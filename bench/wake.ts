@@ -12,6 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Writable } from 'node:stream';
 import { Daemon } from '../src/daemon.ts';
+import { freePort } from '../test/helpers/prometheus.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DEMO = path.join(ROOT, 'demo', 'hello-machine.ts');
@@ -34,14 +35,6 @@ function firstByte(port: number, host: string): Promise<number> {
   });
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 /** The Machine alone: spawn to first answered request, polling every 1 ms like a wake would. */
 async function bootToFirstByte(): Promise<number> {

@@ -3,6 +3,7 @@
 // plane only ever sees what it publishes through the SnapshotHolder.
 
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { DestinationStream } from 'pino';
 import { AdminServer, type AdminBackend, type ReloadOutcome } from './admin/server.ts';
 import { makeMachinesBackend } from './admin/machinesBackend.ts';
@@ -356,7 +357,7 @@ export class Daemon {
     const deadline = performance.now() + this.holder.current.limits.wakeTimeoutMs;
     while (!done()) {
       if (performance.now() > deadline) return false;
-      await new Promise((r) => setTimeout(r, 10));
+      await sleep(10);
     }
     return true;
   }
@@ -387,7 +388,7 @@ export class Daemon {
     for (const m of this.manager.all()) for (const t of m.tunnels) t.goAway();
     for (const c of this.ctx.h1Conns) c.drainIdle();
     while (this.listeners.sockets.size > 0 && performance.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 25));
+      await sleep(25);
       for (const c of this.ctx.h1Conns) c.drainIdle();
     }
     const left = this.listeners.sockets.size;

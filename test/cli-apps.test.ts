@@ -8,16 +8,8 @@ import net from 'node:net';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { cleanEnv, makeNodeDir, runPetrel, startPetrelProcess, staticAppText, type NodeDir } from './helpers/spawn-petrel.ts';
+import { freePort } from './helpers/prometheus.ts';
 
-/** A port that was free a moment ago (the daemon's admin listener needs one fixed for the CLI). */
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 interface Recorded {
   readonly method: string;

@@ -4,7 +4,7 @@
 // node's choice; a node that dies stops getting traffic for its Machines and gets it back when
 // it returns.
 
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { X509Certificate } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -37,8 +37,34 @@ owner_request_timeout = "20s"
 `;
 }
 
-async function node(id: string, url: string, prefix: string): Promise<Petrel> {
-  return startPetrel({ apps: {}, nodeId: id, node: clusterLines(url, prefix) });
+interface Lab {
+  readonly url: string;
+  readonly prefix: string;
+}
+
+/** A nats-server of its own (stopped at teardown) and fresh buckets; null when nats-server is missing (skipped). */
+async function lab(t: Test): Promise<Lab | null> {
+  const bin = requireBinary(t, 'nats-server', 'nats-server');
+  if (bin === null) return null;
+  const nats = await startNats(t, bin);
+  return { url: nats.url, prefix: bucketPrefix() };
+}
+
+/** An in-process node of the lab's cluster, stopped at teardown. */
+async function node(t: Test, l: Lab, id: string): Promise<Petrel> {
+  const p = await startPetrel({ apps: {}, nodeId: id, node: clusterLines(l.url, l.prefix) });
+  t.teardown(() => p.stop());
+  return p;
+}
+
+/** Origins a and b for shopApp(), closed at teardown. */
+async function origins(t: Test): Promise<[Origin, Origin]> {
+  const [a, b] = [await namedOrigin('origin-a'), await namedOrigin('origin-b')];
+  t.teardown(async () => {
+    await a.close();
+    await b.close();
+  });
+  return [a, b];
 }
 
 /** Two static Machines (origins a and b), soft limit 1 per Machine. */
@@ -100,21 +126,12 @@ async function served(p: Petrel, host: string, path = '/'): Promise<{ status: nu
 }
 
 t.test('three nodes, one nats-server: deploy, ownership, load', async (t) => {
-  const bin = requireBinary(t, 'nats-server', 'nats-server');
-  if (bin === null) return;
-  const nats = await startNats(t, bin);
-  const prefix = bucketPrefix();
-  const [a, b] = [await namedOrigin('origin-a'), await namedOrigin('origin-b')];
-  t.teardown(async () => {
-    await a.close();
-    await b.close();
-  });
-  const n1 = await node('n1', nats.url, prefix);
-  t.teardown(() => n1.stop());
-  const n2 = await node('n2', nats.url, prefix);
-  t.teardown(() => n2.stop());
-  const n3 = await node('n3', nats.url, prefix);
-  t.teardown(() => n3.stop());
+  const l = await lab(t);
+  if (l === null) return;
+  const [a, b] = await origins(t);
+  const n1 = await node(t, l, 'n1');
+  const n2 = await node(t, l, 'n2');
+  const n3 = await node(t, l, 'n3');
 
   // Deploy on node 1; node 3 serves it soon after.
   t.equal(port80(n3), 0, 'node 3 serves no app yet (no port bound)');
@@ -160,14 +177,10 @@ t.test('three nodes, one nats-server: deploy, ownership, load', async (t) => {
 });
 
 t.test('start/stop asked on any node reach the owner', async (t) => {
-  const bin = requireBinary(t, 'nats-server', 'nats-server');
-  if (bin === null) return;
-  const nats = await startNats(t, bin);
-  const prefix = bucketPrefix();
-  const n1 = await node('n1', nats.url, prefix);
-  t.teardown(() => n1.stop());
-  const n2 = await node('n2', nats.url, prefix);
-  t.teardown(() => n2.stop());
+  const l = await lab(t);
+  if (l === null) return;
+  const n1 = await node(t, l, 'n1');
+  const n2 = await node(t, l, 'n2');
   await n1.daemon.cluster!.deploy(`app = "proc"
 [http_service]
 internal_port = 8080
@@ -230,21 +243,14 @@ cmd = ["node", ${JSON.stringify(DEMO_MACHINE)}]
 });
 
 t.test('a node that dies stops getting traffic for its Machines, and gets it back', async (t) => {
-  const bin = requireBinary(t, 'nats-server', 'nats-server');
-  if (bin === null) return;
-  const nats = await startNats(t, bin);
-  const prefix = bucketPrefix();
-  const [a, b] = [await namedOrigin('origin-a'), await namedOrigin('origin-b')];
-  t.teardown(async () => {
-    await a.close();
-    await b.close();
-  });
+  const l = await lab(t);
+  if (l === null) return;
+  const [a, b] = await origins(t);
   // Node 1 is a real process, so it can die the hard way (SIGKILL: no goodbye in the store).
-  const dir1 = makeNodeDir(t, { apps: {}, nodeId: 'n1', node: clusterLines(nats.url, prefix) });
+  const dir1 = makeNodeDir(t, { apps: {}, nodeId: 'n1', node: clusterLines(l.url, l.prefix) });
   const start1 = () => startPetrelProcess(t, { args: ['start', '--config', dir1.configPath] });
   let p1 = await start1();
-  const n2 = await node('n2', nats.url, prefix);
-  t.teardown(() => n2.stop());
+  const n2 = await node(t, l, 'n2');
   await n2.daemon.cluster!.deploy(shopApp(a, b, ['n1', 'n2']));
   const mA = () => n2.daemon.manager.get('shop-a');
   await pollUntil(() => mA()?.routable === true, "node 2 to route to node 1's Machine", 20_000);
@@ -267,20 +273,17 @@ t.test('a node that dies stops getting traffic for its Machines, and gets it bac
 });
 
 t.test('petrel apps deploy/list/show/destroy with the cluster store (the real CLI)', async (t) => {
-  const bin = requireBinary(t, 'nats-server', 'nats-server');
-  if (bin === null) return;
-  const nats = await startNats(t, bin);
-  const prefix = bucketPrefix();
+  const l = await lab(t);
+  if (l === null) return;
   const origin = await namedOrigin('origin-cli');
   t.teardown(() => origin.close());
   // The CLI reads the node config for the admin address and token: node 1 runs as a process
   // with a fixed admin port, node 2 in this process.
   const adminPort = await freePort();
-  const dir1 = makeNodeDir(t, { apps: {}, nodeId: 'n1', node: clusterLines(nats.url, prefix), admin: `127.0.0.1:${adminPort}` });
+  const dir1 = makeNodeDir(t, { apps: {}, nodeId: 'n1', node: clusterLines(l.url, l.prefix), admin: `127.0.0.1:${adminPort}` });
   const p1 = await startPetrelProcess(t, { args: ['start', '--config', dir1.configPath] });
   t.teardown(() => p1.child.kill('SIGTERM'));
-  const n2 = await node('n2', nats.url, prefix);
-  t.teardown(() => n2.stop());
+  const n2 = await node(t, l, 'n2');
   const cli = (...args: string[]) => runPetrel(t, ['apps', ...args, '--config', dir1.configPath]);
 
   const file = `${dir1.dir}/web.toml`;
@@ -313,19 +316,11 @@ t.test('petrel apps deploy/list/show/destroy with the cluster store (the real CL
 });
 
 t.test('bad input through the store: malformed documents and requests are refused, nothing else changes', async (t) => {
-  const bin = requireBinary(t, 'nats-server', 'nats-server');
-  if (bin === null) return;
-  const nats = await startNats(t, bin);
-  const prefix = bucketPrefix();
-  const [a, b] = [await namedOrigin('origin-a'), await namedOrigin('origin-b')];
-  t.teardown(async () => {
-    await a.close();
-    await b.close();
-  });
-  const n1 = await node('n1', nats.url, prefix);
-  t.teardown(() => n1.stop());
-  const n2 = await node('n2', nats.url, prefix);
-  t.teardown(() => n2.stop());
+  const l = await lab(t);
+  if (l === null) return;
+  const [a, b] = await origins(t);
+  const n1 = await node(t, l, 'n1');
+  const n2 = await node(t, l, 'n2');
   await n1.daemon.cluster!.deploy(shopApp(a, b));
   await pollUntil(async () => (await served(n2, 'shop.test')).status === 200, 'node 2 to serve shop', 10_000);
   const store = n2.daemon.cluster!.store;

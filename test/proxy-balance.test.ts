@@ -3,10 +3,10 @@
 // 503 PR04 at once, queued requests are served when capacity comes back, queue waits show in
 // metrics and the access log; `connections` concurrency counts and pins per client connection.
 
-import t from 'tap';
+import t, { type Test } from 'tap';
 import type http from 'node:http';
 import { waitFor } from './helpers/machines-fixtures.ts';
-import { KeepAliveConn, get, metricValue, scrapeMetrics, startOrigin, startPetrel, staticApp, type Petrel } from './helpers/petrel.ts';
+import { KeepAliveConn, get, metricValue, scrapeMetrics, startOrigin, startPetrel, staticApp, type Origin, type Petrel } from './helpers/petrel.ts';
 
 const LIMITS = 'shutdown_timeout = "2s"';
 
@@ -16,6 +16,28 @@ class Held {
   releaseAll(): void {
     for (const r of this.res.splice(0)) r.end('held-done');
   }
+}
+
+/**
+ * One Machine (soft = hard = 1, requests) whose origin holds every `/hold` request until
+ * released and answers the rest with `answer(url)`; `limits` are extra `[limits]` lines.
+ */
+async function oneHeldMachine(t: Test, limits: string, answer: (url: string) => string): Promise<{ held: Held; origin: Origin; p: Petrel }> {
+  const held = new Held();
+  const origin = await startOrigin((req, res) => {
+    if (req.url === '/hold') held.res.push(res);
+    else res.end(answer(req.url ?? ''));
+  });
+  const p = await startPetrel({
+    apps: { web: staticApp('web', [{ id: 'm1', port: origin.port }], '', 'type = "requests"\nsoft_limit = 1\nhard_limit = 1') },
+    limits: `${LIMITS}\n${limits}`,
+  });
+  t.teardown(async () => {
+    held.releaseAll();
+    await p.stop();
+    await origin.close();
+  });
+  return { held, origin, p };
 }
 
 function queueOf(p: Petrel, app: string, port = 80) {
@@ -79,20 +101,7 @@ t.test('soft_limit = 1, type = "requests": two concurrent slow requests land on 
 });
 
 t.test('hard_limit = 1: a queued request gets 503 PR05 after queue_timeout while the first is still busy', async (t) => {
-  const held = new Held();
-  const origin = await startOrigin((req, res) => {
-    if (req.url === '/hold') held.res.push(res);
-    else res.end('fast');
-  });
-  const p = await startPetrel({
-    apps: { web: staticApp('web', [{ id: 'm1', port: origin.port }], '', 'type = "requests"\nsoft_limit = 1\nhard_limit = 1') },
-    limits: `${LIMITS}\nqueue_timeout = "300ms"`,
-  });
-  t.teardown(async () => {
-    held.releaseAll();
-    await p.stop();
-    await origin.close();
-  });
+  const { held, origin, p } = await oneHeldMachine(t, `queue_timeout = "300ms"`, () => 'fast');
 
   const first = get(p.httpPort, 'web.test', '/hold');
   await waitFor(() => held.res.length === 1, 20_000, 'the first request to reach the Machine');
@@ -127,21 +136,8 @@ t.test('hard_limit = 1: a queued request gets 503 PR05 after queue_timeout while
 });
 
 t.test('queue_length = 0: the overflow gets 503 PR04 at once', async (t) => {
-  const held = new Held();
-  const origin = await startOrigin((req, res) => {
-    if (req.url === '/hold') held.res.push(res);
-    else res.end('fast');
-  });
-  const p = await startPetrel({
-    apps: { web: staticApp('web', [{ id: 'm1', port: origin.port }], '', 'type = "requests"\nsoft_limit = 1\nhard_limit = 1') },
-    // A long queue timeout: an answer while the first request is held cannot be a timeout.
-    limits: `${LIMITS}\nqueue_length = 0\nqueue_timeout = "60s"`,
-  });
-  t.teardown(async () => {
-    held.releaseAll();
-    await p.stop();
-    await origin.close();
-  });
+  // A long queue timeout: an answer while the first request is held cannot be a timeout.
+  const { held, origin, p } = await oneHeldMachine(t, `queue_length = 0\nqueue_timeout = "60s"`, () => 'fast');
   const first = get(p.httpPort, 'web.test', '/hold');
   await waitFor(() => held.res.length === 1, 20_000, 'the first request to reach the Machine');
   const second = await get(p.httpPort, 'web.test', '/second');
@@ -155,20 +151,7 @@ t.test('queue_length = 0: the overflow gets 503 PR04 at once', async (t) => {
 });
 
 t.test('queue_length = 1 with 3 concurrent: the third gets PR04, the queued one is served once the first finishes', async (t) => {
-  const held = new Held();
-  const origin = await startOrigin((req, res) => {
-    if (req.url === '/hold') held.res.push(res);
-    else res.end(`served ${req.url}`);
-  });
-  const p = await startPetrel({
-    apps: { web: staticApp('web', [{ id: 'm1', port: origin.port }], '', 'type = "requests"\nsoft_limit = 1\nhard_limit = 1') },
-    limits: `${LIMITS}\nqueue_length = 1\nqueue_timeout = "60s"`,
-  });
-  t.teardown(async () => {
-    held.releaseAll();
-    await p.stop();
-    await origin.close();
-  });
+  const { held, origin, p } = await oneHeldMachine(t, `queue_length = 1\nqueue_timeout = "60s"`, (url) => `served ${url}`);
   const first = get(p.httpPort, 'web.test', '/hold');
   await waitFor(() => held.res.length === 1, 20_000, 'the first request to reach the Machine');
   const second = get(p.httpPort, 'web.test', '/queued');
@@ -252,20 +235,7 @@ t.test('type = "connections": load counts per client connection; requests on one
 });
 
 t.test('a client that gives up while queued leaks no capacity', async (t) => {
-  const held = new Held();
-  const origin = await startOrigin((req, res) => {
-    if (req.url === '/hold') held.res.push(res);
-    else res.end(`served ${req.url}`);
-  });
-  const p = await startPetrel({
-    apps: { web: staticApp('web', [{ id: 'm1', port: origin.port }], '', 'type = "requests"\nsoft_limit = 1\nhard_limit = 1') },
-    limits: `${LIMITS}\nqueue_length = 1\nqueue_timeout = "60s"`,
-  });
-  t.teardown(async () => {
-    held.releaseAll();
-    await p.stop();
-    await origin.close();
-  });
+  const { held, origin, p } = await oneHeldMachine(t, `queue_length = 1\nqueue_timeout = "60s"`, (url) => `served ${url}`);
   const first = get(p.httpPort, 'web.test', '/hold');
   await waitFor(() => held.res.length === 1, 20_000, 'the first request to reach the Machine');
   const quitter = await KeepAliveConn.open(p.httpPort);

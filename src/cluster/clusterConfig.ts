@@ -104,25 +104,16 @@ function addApiMachines(parsed: { app: AppConfig; doc: AppDoc }[], machines: Ite
 
 /**
  * Checks a deploy before it is written: the text loads as an app file, and it fits with the
- * other deployed apps (hostnames, ports, Machine ids). Returns the parsed app; throws
- * ConfigError naming the key and line.
+ * apps served now (hostnames, ports, Machine ids). Returns the parsed app; throws ConfigError
+ * naming the key and line.
  */
-export function checkDeploy(node: NodeConfig, text: string, others: Iterable<AppDoc>, name?: string): AppConfig {
+export function checkDeploy(node: NodeConfig, text: string, served: Iterable<AppConfig>, name?: string): AppConfig {
   // Parse once under a provisional source to learn the name, then again under its own.
   const first = parseAppConfig(text, appSource(node, name ?? 'new'), node);
   if (name !== undefined && first.name !== name) {
     throw new ConfigError(appSource(node, name), 'app', 1, `the file says app = "${first.name}", not "${name}"`);
   }
   const app = parseAppConfig(text, appSource(node, first.name), node);
-  const rest: AppConfig[] = [];
-  for (const doc of others) {
-    if (doc.name === app.name) continue;
-    try {
-      rest.push(parseAppConfig(doc.config, appSource(node, doc.name), node));
-    } catch {
-      // An app that does not load is not served either; it cannot clash.
-    }
-  }
-  buildConfig(node, [...rest, app]);
+  buildConfig(node, [...[...served].filter((a) => a.name !== app.name), app]);
   return app;
 }

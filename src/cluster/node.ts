@@ -57,6 +57,8 @@ export class ClusterNode {
   private readonly log: Logger;
   private hooks: ClusterHooks | null;
   private readonly apps = new Map<string, AppDoc>();
+  /** The config last built from the store (what a deploy must fit with). */
+  private assembled: Config | null = null;
   private readonly machineDocs = new Map<string, MachineDoc>();
   private readonly nodes = new Map<string, NodeDoc>();
   /** performance.now() when each node's last heartbeat arrived here (clock skew free). */
@@ -148,7 +150,7 @@ export class ClusterNode {
 
   /** Validates and writes an app document; throws ConfigError (bad file) or StoreError. */
   async deploy(text: string, name?: string): Promise<{ app: AppConfig; created: boolean }> {
-    const app = checkDeploy(this.node, text, this.apps.values(), name);
+    const app = checkDeploy(this.node, text, this.assembled?.apps.values() ?? [], name);
     const doc: AppDoc = { name: app.name, config: text, deployedBy: this.nodeId, deployedAt: Date.now() };
     const created = !this.apps.has(app.name);
     await this.store.put('apps', app.name, doc);
@@ -193,6 +195,7 @@ export class ClusterNode {
   private assemble(): Config {
     const { config, skipped } = assembleConfig(this.node, this.apps.values(), this.machineDocs.values());
     for (const s of skipped) this.log.error({ app: s.app }, `left out of the cluster config: ${s.reason}`);
+    this.assembled = config;
     return config;
   }
 

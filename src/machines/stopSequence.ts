@@ -5,6 +5,7 @@
 // cordoned Machine is not a candidate. The cordon is lifted afterwards (unless an operator had
 // set it) so autostart can wake the Machine again.
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { MachineManager } from './manager.ts';
 import type { MachineRuntime } from './runtime.ts';
 
@@ -17,7 +18,6 @@ export const WS_CLOSE_GRACE_MS = 1000;
 
 export type StopMode = 'stop' | 'suspend';
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Runs the sequence on `m`. Resolves with what was done (`suspend` falls back to `stop` where the

@@ -253,11 +253,15 @@ export interface SimpleResponse {
   body: string;
 }
 
-/** One HTTP/1.1 request through node:http (fresh connection unless an agent is given). */
-export function get(port: number, host: string, pathName = '/', opts: { method?: string; headers?: Record<string, string>; body?: string; agent?: http.Agent } = {}): Promise<SimpleResponse> {
+/**
+ * One HTTP/1.1 request through node:http (fresh connection unless an agent is given). `host`
+ * undefined sends node's default Host field (the address dialled).
+ */
+export function get(port: number, host: string | undefined, pathName = '/', opts: { method?: string; headers?: Record<string, string>; body?: string; agent?: http.Agent } = {}): Promise<SimpleResponse> {
   return new Promise((resolve, reject) => {
+    const headers = host === undefined ? { ...opts.headers } : { host, ...opts.headers };
     const req = http.request(
-      { host: '127.0.0.1', port, path: pathName, method: opts.method ?? 'GET', headers: { host, ...opts.headers }, agent: opts.agent ?? false },
+      { host: '127.0.0.1', port, path: pathName, method: opts.method ?? 'GET', headers, agent: opts.agent ?? false },
       (res) => {
         let body = '';
         res.setEncoding('utf8');

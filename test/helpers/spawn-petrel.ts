@@ -11,7 +11,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { nodeConfig } from './petrel.ts';
+import { get, nodeConfig } from './petrel.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const PETREL_BIN = path.join(ROOT, 'bin', 'petrel.js');
@@ -450,29 +450,9 @@ export interface Reply {
   readonly body: string;
 }
 
-/** One HTTP/1.1 request on a fresh connection. */
+/** One HTTP/1.1 request on a fresh connection (no Host field unless `host` is given). */
 export function request(port: number, opts: { host?: string; path?: string; method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      {
-        host: '127.0.0.1',
-        port,
-        path: opts.path ?? '/',
-        method: opts.method ?? 'GET',
-        headers: { ...(opts.host !== undefined ? { host: opts.host } : {}), ...opts.headers },
-        agent: false,
-      },
-      (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (body += c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end(opts.body);
-  });
+  return get(port, opts.host, opts.path, opts);
 }
 
 /** POST /v1/reload on the admin listener with the test token. */

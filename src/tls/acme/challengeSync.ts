@@ -9,6 +9,7 @@
 // reads complete in; publishing awaits its own refresh, so when putHttp01()/putAlpn() resolve
 // the local listeners already answer (the CA may validate the moment it is told to).
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChallengeBook } from '../challenges.ts';
 import type { CertStore } from '../store/certStore.ts';
 import type { ChallengePublisher } from './client.ts';
@@ -38,7 +39,7 @@ export class ChallengeSync implements ChallengePublisher {
   }
 
   #settle(): Promise<void> {
-    return this.#settleMs === 0 ? Promise.resolve() : new Promise((r) => setTimeout(r, this.#settleMs));
+    return this.#settleMs === 0 ? Promise.resolve() : sleep(this.#settleMs);
   }
 
   /** Follows the store's changes (also other nodes', with the cluster store). */

@@ -28,6 +28,7 @@
 // may have written it): shapes are checked with records.ts, keys with validate.ts, and a bad
 // record is a CertStoreRecordError naming its key (listings skip it and report it to onWarning).
 import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { StoreError, isStoreError } from '../../store/errors.ts';
 import type { ClusterStore, Collection, Unsubscribe, WatchEvent } from '../../store/types.ts';
 import type {
@@ -212,7 +213,6 @@ function storedAtOf(coll: WatchedCollection, key: string, value: unknown): numbe
 
 type Listener = (change: CertStoreChange) => void;
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export class ClusterCertStore implements CertStore {
   readonly description: string;
