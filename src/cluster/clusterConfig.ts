@@ -16,7 +16,7 @@ import type { MachineConfig } from '../config/types.ts';
  * sits in `apps_dir` so that relative paths in the app (a Machine's `cmd`, its `cwd`) resolve
  * against `apps_dir`, as they would for a file there.
  */
-export function appSource(node: NodeConfig, name: string): string {
+function appSource(node: NodeConfig, name: string): string {
   return `${path.join(node.appsDir, name)}.toml@store`;
 }
 
@@ -58,7 +58,7 @@ export function assembleConfig(node: NodeConfig, docs: Iterable<AppDoc>, machine
 }
 
 /** The MachineConfig of a Machine created through the admin API, or why it cannot be one. */
-export function specMachine(doc: MachineDoc, spec: MachineSpec): MachineConfig | string {
+function specMachine(doc: MachineDoc, spec: MachineSpec): MachineConfig | string {
   if (!MACHINE_ID.test(doc.id)) return `id ${JSON.stringify(doc.id)} is not a Machine id`;
   if (!REGION.test(spec.region)) return `region ${JSON.stringify(spec.region)} is not a region`;
   if (!(KILL_SIGNALS as readonly string[]).includes(spec.killSignal)) return `kill signal ${spec.killSignal} is not allowed`;

@@ -14,7 +14,7 @@ const POLL_MS = 25;
  * Clients answer a Close within a round trip; this much is allowed even when the request drain
  * used up `stop_drain_timeout`, so a Close is never sent and cut in the same instant.
  */
-export const WS_CLOSE_GRACE_MS = 1000;
+const WS_CLOSE_GRACE_MS = 1000;
 
 export type StopMode = 'stop' | 'suspend';
 

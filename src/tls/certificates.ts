@@ -58,7 +58,7 @@ export class CertificateRequestError extends Error {
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 
 /** Every name an app needs a certificate for: its hostnames and its `[[certificates]]`. */
-export function appCertificateNames(app: AppConfig): string[] {
+function appCertificateNames(app: AppConfig): string[] {
   return [...new Set([...app.hostnames, ...app.certificates.map((c) => c.hostname)])];
 }
 
