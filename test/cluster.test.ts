@@ -30,7 +30,7 @@ bucket_prefix = "${prefix}"
 
 [cluster]
 heartbeat_interval = "100ms"
-node_dead_after = "1s"
+node_dead_after = "2s"
 load_publish_interval = "50ms"
 apply_debounce = "10ms"
 owner_request_timeout = "20s"
@@ -261,7 +261,7 @@ t.test('a node that dies stops getting traffic for its Machines, and gets it bac
   p1.child.kill('SIGKILL');
   const killedAt = performance.now();
   await pollUntil(() => mA()!.ownerDown, "node 2 to notice node 1's death", 10_000);
-  t.pass(`node 1's Machines taken out after ${(performance.now() - killedAt).toFixed(0)} ms (node_dead_after 1 s)`);
+  t.pass(`node 1's Machines taken out after ${(performance.now() - killedAt).toFixed(0)} ms (node_dead_after 2 s)`);
   for (let i = 0; i < 10; i++) t.equal((await served(n2, 'shop.test')).body, 'origin-b', `request ${i}: only the live node's Machine`);
 
   p1 = await start1();

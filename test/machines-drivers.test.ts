@@ -196,7 +196,7 @@ t.test('process: stop takes the whole process group', async (t) => {
   };
   t.ok(alive(bg), 'background child running');
   await d.stop(m);
-  await waitFor(() => !alive(bg), 1000, 'the background child to die');
+  await waitFor(() => !alive(bg), 10_000, 'the background child to die');
   t.pass('no process left behind');
 });
 

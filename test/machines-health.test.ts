@@ -77,13 +77,13 @@ t.test('http check: 500 takes the Machine out within one interval, recovery brin
   t.equal(slot.hasChecks, true);
   t.equal(slot.healthy, false, 'no traffic before the checks first pass (no cold-start 502s)');
   t.equal(slot.warming, true, 'but worth waiting for');
-  await waitFor(() => health.passing(m, 8080), 1000, 'first pass');
-  await waitFor(() => slot.healthy, 1000, 'in routing after the first pass');
+  await waitFor(() => health.passing(m, 8080), 10_000, 'first pass');
+  await waitFor(() => slot.healthy, 10_000, 'in routing after the first pass');
   t.equal(slot.warming, false);
 
   b.status = 500;
   const t0 = performance.now();
-  await waitFor(() => !slot.healthy, 1000, 'unhealthy');
+  await waitFor(() => !slot.healthy, 10_000, 'unhealthy');
   t.comment(`out of routing after ${Math.round(performance.now() - t0)} ms (interval 100 ms)`);
   t.notOk(health.passing(m, 8080));
   await sleep(350);
@@ -92,7 +92,7 @@ t.test('http check: 500 takes the Machine out within one interval, recovery brin
   t.match(line, { machine: 'h1', app: 'hello', internalPort: 8080, reason: 'check http failed: HTTP 500' });
 
   b.status = 302; // 3xx passes
-  await waitFor(() => slot.healthy, 1000, 'healthy again');
+  await waitFor(() => slot.healthy, 10_000, 'healthy again');
   await sleep(250);
   t.equal(healthyLogs(cap), 1, 'recovery logged once');
   t.equal(b.seen[0]!.url, '/healthz');
@@ -109,7 +109,7 @@ t.test('http check: method, path, headers and Host', async (t) => {
   const app = appWith([httpCheck({ method: 'HEAD', path: '/status?deep=1', headers })]);
   const m = await startedMachine(b.port, app);
   health.watch(m, app);
-  await waitFor(() => b.seen.length > 0, 1000, 'a check request');
+  await waitFor(() => b.seen.length > 0, 10_000, 'a check request');
   t.match(b.seen[0], { method: 'HEAD', url: '/status?deep=1', headers: { host: 'hello.example', 'x-check': 'yes' } });
 });
 
@@ -119,7 +119,7 @@ t.test('http check: a hung Machine fails by timeout', async (t) => {
   const app = appWith([httpCheck({ path: '/hang', intervalMs: 100, timeoutMs: 150 })]);
   const m = await startedMachine(b.port, app);
   health.watch(m, app);
-  await waitFor(() => !m.slot(8080).healthy, 1000, 'unhealthy');
+  await waitFor(() => !m.slot(8080).healthy, 10_000, 'unhealthy');
   t.pass('hung Machine out of routing');
 });
 
@@ -140,7 +140,7 @@ t.test('tcp check on a listening port: healthy and passing', async (t) => {
   const app = appWith([tcpCheck({ intervalMs: 100 })]);
   const m = await startedMachine(b.port, app);
   health.watch(m, app);
-  await waitFor(() => health.passing(m, 8080), 1000, 'passing');
+  await waitFor(() => health.passing(m, 8080), 10_000, 'passing');
   t.equal(m.slot(8080).healthy, true);
   t.equal(b.hits, 0, 'a TCP check sends no request');
 });
@@ -153,12 +153,12 @@ t.test('grace period: failures do not end warming until it ends, then out at onc
   const app = appWith([httpCheck({ intervalMs: 5000, gracePeriodMs: 400 })]);
   const m = await startedMachine(b.port, app);
   health.watch(m, app);
-  await waitFor(() => b.hits > 0, 1000, 'the first check');
+  await waitFor(() => b.hits > 0, 10_000, 'the first check');
   await sleep(200);
   t.equal(m.slot(8080).warming, true, 'still warming within the grace period despite a failed check');
   t.equal(m.slot(8080).healthy, false, 'not routed before a pass');
   t.notOk(health.passing(m, 8080), 'not passing');
-  await waitFor(() => !m.slot(8080).warming, 1000, 'warming over after grace');
+  await waitFor(() => !m.slot(8080).warming, 10_000, 'warming over after grace');
   const since = performance.now() - m.startedAt;
   t.ok(since >= 400, `warming ended with the grace (${Math.round(since)} ms after start)`);
   t.equal(m.slot(8080).healthy, false, 'out of routing');
@@ -170,7 +170,7 @@ t.test('grace period: a pass within grace counts', async (t) => {
   const app = appWith([httpCheck({ intervalMs: 5000, gracePeriodMs: 300 })]);
   const m = await startedMachine(b.port, app);
   health.watch(m, app);
-  await waitFor(() => health.passing(m, 8080), 1000, 'passing');
+  await waitFor(() => health.passing(m, 8080), 10_000, 'passing');
   await sleep(400);
   t.equal(m.slot(8080).healthy, true, 'healthy after grace');
 });
@@ -196,10 +196,10 @@ t.test('several checks: healthy only when all pass', async (t) => {
   const app = appWith([httpCheck({ name: 'web' }), tcpCheck({ name: 'other' })]);
   const m = await startedMachine(b.port, app);
   health.watch(m, app);
-  await waitFor(() => health.passing(m, 8080), 1000, 'both passing');
+  await waitFor(() => health.passing(m, 8080), 10_000, 'both passing');
   // Point the Machine at a closed port: both fail, reason names the first failing check.
   m.ports.set(8080, closed);
-  await waitFor(() => !m.slot(8080).healthy, 1000, 'unhealthy');
+  await waitFor(() => !m.slot(8080).healthy, 10_000, 'unhealthy');
   t.pass();
 });
 
@@ -226,7 +226,7 @@ t.test('https check: tls_skip_verify', async (t) => {
   const skip = appWith([httpCheck({ protocol: 'https', tlsSkipVerify: true })]);
   const m1 = await startedMachine(port, skip);
   health.watch(m1, skip);
-  await waitFor(() => health.passing(m1, 8080), 2000, 'https passing with skip verify');
+  await waitFor(() => health.passing(m1, 8080), 10_000, 'https passing with skip verify');
   const strict = appWith([httpCheck({ protocol: 'https', tlsSkipVerify: false })]);
   const m2 = await startedMachine(port, strict);
   health.watch(m2, strict);
@@ -250,7 +250,7 @@ t.test('attached to the manager: follows starts, stops, reloads', async (t) => {
   await mgr.reconcile(config([v1]));
   const m = mgr.get('h1')!;
   t.ok(health.watching(m), 'checks run once started');
-  await waitFor(() => b.hits >= 2, 1000, 'checks');
+  await waitFor(() => b.hits >= 2, 10_000, 'checks');
 
   await mgr.stop('h1');
   t.notOk(health.watching(m), 'checks stop with the Machine');
@@ -260,7 +260,7 @@ t.test('attached to the manager: follows starts, stops, reloads', async (t) => {
   t.equal(b.hits, hits, 'no check traffic to a stopped Machine');
 
   await mgr.start('h1');
-  await waitFor(() => b.hits > hits, 1000, 'checks again after start');
+  await waitFor(() => b.hits > hits, 10_000, 'checks again after start');
 
   // Same fingerprint (app file unchanged): checks are not rebuilt, even if objects are new.
   const v1again = appWith([httpCheck({ path: '/v1-but-same-fingerprint', intervalMs: 50 })], { machines: [mc], fingerprint: 'v1' });
@@ -271,7 +271,7 @@ t.test('attached to the manager: follows starts, stops, reloads', async (t) => {
 
   // Unhealthy, then a reload that changes the app: rebuilt checks, and no blip to healthy.
   b.status = 500;
-  await waitFor(() => !m.slot(8080).healthy, 1000, 'unhealthy');
+  await waitFor(() => !m.slot(8080).healthy, 10_000, 'unhealthy');
   const flips: boolean[] = [];
   health.onChange((_s, healthy) => flips.push(healthy));
   const v2 = appWith([httpCheck({ path: '/v2', intervalMs: 50 })], { machines: [mc], fingerprint: 'v2' });
@@ -282,7 +282,7 @@ t.test('attached to the manager: follows starts, stops, reloads', async (t) => {
   t.ok(b.seen.length > 0 && b.seen.every((s) => s.url === '/v2'), 'changed app: new checks');
   t.same(flips, [], 'stayed unhealthy through the rebuild');
   b.status = 200;
-  await waitFor(() => m.slot(8080).healthy, 1000, 'healthy');
+  await waitFor(() => m.slot(8080).healthy, 10_000, 'healthy');
 });
 
 t.test('process Machine killed: out of routing at once, checks stop', async (t) => {
@@ -300,7 +300,7 @@ t.test('process Machine killed: out of routing at once, checks stop', async (t) 
   const d2 = mgr.get('d2')!;
   await waitFor(() => health.passing(d1, 8080) && health.passing(d2, 8080), 10_000, 'both passing');
   process.kill(d1.pid, 'SIGKILL');
-  await waitFor(() => d1.state === 'failed', 1000, 'd1 failed');
+  await waitFor(() => d1.state === 'failed', 10_000, 'd1 failed');
   t.notOk(d1.routable, 'not routable before any check interval passed');
   t.notOk(health.watching(d1));
   t.ok(d2.routable && d2.slot(8080).healthy, 'the other Machine still takes traffic');

@@ -259,7 +259,9 @@ t.test('handshake timeout: reported as PT02, socket closed by the listener', asy
   await new Promise((r) => raw.once('close', r));
   clearInterval(timer);
   const took = performance.now() - started;
-  t.ok(took >= 250 && took < 1000, `closed after ${took.toFixed(0)} ms`);
+  // Lower bound: not before the 250 ms timeout. Upper bound only proves it did not wait for the
+  // trickle to end (it never ends): generous, the machine may be loaded.
+  t.ok(took >= 250 && took < 10_000, `closed after ${took.toFixed(0)} ms`);
   t.equal(classifyTlsError(srv.errors[0]), E.TLS_TIMEOUT);
 });
 

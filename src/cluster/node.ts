@@ -64,6 +64,8 @@ export class ClusterNode {
   /** performance.now() when each node's last heartbeat arrived here (clock skew free). */
   private readonly lastSeen = new Map<string, number>();
   private readonly dead = new Set<string>();
+  /** performance.now() of the last liveness pass: a late pass means this node itself stalled. */
+  private lastLivenessCheck = 0;
   /** node → Machine id → internal port → load, as published by that node. */
   private readonly peerLoads = new Map<string, Map<string, Map<number, number>>>();
   /** What this node last published, to send only changes. */
@@ -129,7 +131,7 @@ export class ClusterNode {
       }),
     );
     this.timers.push(setInterval(() => void this.heartbeat(), c.heartbeatIntervalMs));
-    this.timers.push(setInterval(() => this.checkLiveness(), Math.max(50, Math.min(c.heartbeatIntervalMs, c.nodeDeadAfterMs / 4))));
+    this.timers.push(setInterval(() => this.checkLiveness(), livenessPeriod(c.heartbeatIntervalMs, c.nodeDeadAfterMs)));
     this.timers.push(setInterval(() => this.publishLoad(), c.loadPublishIntervalMs));
     for (const t of this.timers) t.unref();
     void this.heartbeat();
@@ -401,6 +403,13 @@ export class ClusterNode {
     if (!this.store.connected()) return;
     const now = performance.now();
     const after = this.node.cluster.nodeDeadAfterMs;
+    const period = livenessPeriod(this.node.cluster.heartbeatIntervalMs, after);
+    const late = this.lastLivenessCheck !== 0 && now - this.lastLivenessCheck > 2 * period;
+    this.lastLivenessCheck = now;
+    // A late pass means this node's own event loop stalled (GC, CPU starvation): timers run
+    // before the socket is read, so the heartbeats that arrived meanwhile are still unread.
+    // Judging now would call a live peer dead; judge at the next pass, after they are read.
+    if (late) return;
     let changed = false;
     const owners = new Set<string>();
     for (const m of this.hooks.manager.all()) if (m.owner !== null) owners.add(m.owner);
@@ -529,4 +538,9 @@ export class ClusterNode {
     if (this.store.connected()) await this.store.delete('nodes', this.nodeId).catch(() => undefined);
     await this.store.close();
   }
+}
+
+/** How often liveness is judged: every heartbeat, at least four times per `node_dead_after`. */
+function livenessPeriod(heartbeatMs: number, deadAfterMs: number): number {
+  return Math.max(50, Math.min(heartbeatMs, deadAfterMs / 4));
 }

@@ -16,6 +16,11 @@
 //   delivery within 40 s in our tests. A watchdog compares the stream's last sequence with the last revision the
 //   watch delivered every `watchCheckMs`; behind and not moving means stalled, and the watch is
 //   restarted (list again, emit the differences).
+// - A watch can skip a key's intermediate values: the bucket keeps one value per key, and a
+//   value replaced before the server got to deliver it is gone, so the consumer moves on to the
+//   next message (seen in our suite: revision 51 never delivered, 52 replaced it). The newest
+//   value of every key is always delivered (a delete or purge is a message of its own), so the
+//   mirror converges without a re-list.
 
 import type { KV, KvWatchEntry } from '@nats-io/kv';
 import type { QueuedIterator } from '@nats-io/transport-node';

@@ -92,8 +92,10 @@ export interface ClusterStore extends DocumentStore {
   readonly kind: 'embedded' | 'nats';
 
   /**
-   * The listener gets a `sync` with the whole collection, then every put/delete in order, never
-   * synchronously from the call that caused it. Listener exceptions are logged, not propagated.
+   * The listener gets a `sync` with the whole collection, then the puts/deletes in revision
+   * order, never synchronously from the call that caused it. A key's intermediate values may be
+   * skipped (NATS keeps one value per key: one replaced before it was delivered is gone), never
+   * the newest one. Listener exceptions are logged, not propagated.
    */
   watch<T = unknown>(coll: Collection, listener: WatchListener<T>): Unsubscribe;
 
