@@ -272,6 +272,33 @@ t.test('a node that dies stops getting traffic for its Machines, and gets it bac
   t.same([...back].sort(), ['origin-a', 'origin-b'], "node 1's Machine serves again once it beats");
 });
 
+t.test('a node that was frozen (SIGSTOP) does not call its live peers dead when it wakes', async (t) => {
+  const l = await lab(t);
+  if (l === null) return;
+  const [a, b] = await origins(t);
+  const dir1 = makeNodeDir(t, { apps: {}, nodeId: 'n1', node: clusterLines(l.url, l.prefix) });
+  const p1 = await startPetrelProcess(t, { args: ['start', '--config', dir1.configPath] });
+  t.teardown(() => p1.child.kill('SIGKILL'));
+  const n2 = await node(t, l, 'n2');
+  await n2.daemon.cluster!.deploy(shopApp(a, b, ['n1', 'n2']));
+  const mA = () => n2.daemon.manager.get('shop-a');
+  await pollUntil(() => mA()?.routable === true, "node 2 to route to node 1's Machine", 20_000);
+
+  // Frozen past node_dead_after (2 s): its own timers all fire late at once when it wakes, before
+  // it has read the heartbeats that queued up meanwhile.
+  p1.child.kill('SIGSTOP');
+  await pollUntil(() => mA()!.ownerDown, 'node 2 to notice the frozen node', 10_000);
+  await new Promise((r) => setTimeout(r, 1000));
+  p1.child.kill('SIGCONT');
+  await pollUntil(() => !mA()!.ownerDown, 'node 2 to hear node 1 again', 10_000);
+  await new Promise((r) => setTimeout(r, 1000)); // several liveness passes on node 1
+  const flaps = p1.logs().filter((l) => l['msg'] === 'node stopped heart-beating: not routing to its Machines');
+  t.same(flaps, [], 'node 1 never declared node 2 dead');
+  const back = new Set<string>();
+  for (let i = 0; i < 40 && back.size < 2; i++) back.add((await served(n2, 'shop.test')).body);
+  t.same([...back].sort(), ['origin-a', 'origin-b'], 'both Machines serve again');
+});
+
 t.test('petrel apps deploy/list/show/destroy with the cluster store (the real CLI)', async (t) => {
   const l = await lab(t);
   if (l === null) return;
