@@ -185,7 +185,7 @@ if (bin !== null) {
     await a.put('apps', 'x', 1);
     await waitFor(() => w.state.has('x'), WAIT, 'the watcher');
 
-    srv.pause();
+    await srv.pause();
     t.teardown(() => srv.resume());
     const started = Date.now();
     const pending = a.put('apps', 'inflight', 1).catch((e: unknown) => e);

@@ -8,7 +8,7 @@
 // until it has one.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -113,9 +113,20 @@ export class NatsServer {
     await exited;
   }
 
-  /** SIGSTOP: the process keeps its sockets open but answers nothing (a hung server). */
-  pause(): void {
-    this.#child?.kill('SIGSTOP');
+  /**
+   * SIGSTOP: the process keeps its sockets open but answers nothing (a hung server). Resolves
+   * once every thread is stopped: the signal takes effect asynchronously, and on a loaded machine
+   * a request sent right after kill() was seen answered.
+   */
+  async pause(): Promise<void> {
+    const pid = this.#child?.pid;
+    if (pid === undefined) return;
+    this.#child!.kill('SIGSTOP');
+    const deadline = Date.now() + 5000;
+    while (!allThreadsStopped(pid)) {
+      if (Date.now() > deadline) throw new Error(`nats-server ${pid} did not stop within 5 s of SIGSTOP`);
+      await new Promise((r) => setTimeout(r, 2));
+    }
   }
 
   resume(): void {
@@ -249,5 +260,19 @@ export class CuttableLink {
     this.#server = null;
     for (const s of this.#sockets) s.resetAndDestroy();
     if (server !== null) await new Promise((r) => server.close(r));
+  }
+}
+
+/** Whether every thread of `pid` is in state T (stopped), from /proc. */
+function allThreadsStopped(pid: number): boolean {
+  try {
+    const tasks = readdirSync(`/proc/${pid}/task`);
+    // The state is the field after the parenthesised command name (which may contain spaces).
+    return tasks.every((tid) => {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'T';
+    });
+  } catch {
+    return false;
   }
 }
