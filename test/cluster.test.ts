@@ -88,16 +88,21 @@ address = "127.0.0.1:${b.port}"
 ${owner(owners[1])}`;
 }
 
-/** An origin that names itself and can hold a request (`/slow?ms=`). */
+/** An origin that names itself and can hold a request (`/hold`, answered by releaseHeld()). */
+/** Answers to `/hold` requests, sent when the test calls releaseHeld(). */
+const held: (() => void)[] = [];
+function releaseHeld(): void {
+  for (const answer of held.splice(0)) answer();
+}
+
 function namedOrigin(name: string): Promise<Origin> {
   return startOrigin((req, res) => {
-    const ms = /\/slow\?ms=(\d+)/.exec(req.url ?? '')?.[1];
     const answer = () => {
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.end(name);
     };
-    if (ms === undefined) answer();
-    else setTimeout(answer, Number(ms));
+    if (req.url === '/hold') held.push(answer);
+    else answer();
   }, name);
 }
 
@@ -154,21 +159,23 @@ t.test('three nodes, one nats-server: deploy, ownership, load', async (t) => {
   t.equal(n1.daemon.manager.get('shop-a')!.owner, null, 'node 1 owns shop-a');
   t.equal(n3.daemon.manager.get('shop-a')!.owner, 'n1', 'node 3 knows node 1 owns it');
 
-  // Load: node 1 holds a slow request on shop-a (soft limit 1); once node 1 publishes that, node 3
-  // sends everything to shop-b instead of spreading over both.
+  // Load: node 1 holds a request on shop-a (soft limit 1) until the test releases it; once node 1
+  // publishes that, node 3 sends everything to shop-b instead of spreading over both.
   const slow = new Promise<number>((resolve, reject) => {
     http
-      .get({ host: '127.0.0.1', port: port80(n1), path: '/slow?ms=3000', headers: { host: 'shop.test', 'fly-force-instance-id': 'shop-a' } }, (res) => {
+      .get({ host: '127.0.0.1', port: port80(n1), path: '/hold', headers: { host: 'shop.test', 'fly-force-instance-id': 'shop-a' } }, (res) => {
         res.resume();
         res.on('end', () => resolve(res.statusCode ?? 0));
       })
       .on('error', reject);
   });
+  t.teardown(releaseHeld);
   const slotA = () => n3.daemon.manager.get('shop-a')!.slot(a.port);
   await pollUntil(() => slotA().peerLoad === 1, "node 3 to see node 1's load on shop-a", 5000);
   const bodies: string[] = [];
   for (let i = 0; i < 10; i++) bodies.push((await served(n3, 'shop.test')).body);
   t.same(new Set(bodies), new Set(['origin-b']), "node 3's requests all go to shop-b while shop-a is at its soft limit elsewhere");
+  releaseHeld();
   t.equal(await slow, 200);
   await pollUntil(() => slotA().peerLoad === 0, 'the load to drop back to zero', 5000);
   const after = new Set<string>();
