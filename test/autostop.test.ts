@@ -61,7 +61,7 @@ t.test('a stop never cuts a request in flight', async (t) => {
   await waitFor(() => m.slot(8080).healthy, 20_000, 'ready');
   // A slow request is in flight while the pass runs: the Machine is cordoned, not cut.
   const slow = new Promise<number>((resolve) => {
-    http.get({ host: '127.0.0.1', port: p.httpPort, path: '/slow?ms=600', headers: { host: 'busy.test' } }, (res) => {
+    http.get({ host: '127.0.0.1', port: p.httpPort, path: '/slow?ms=2000', headers: { host: 'busy.test' } }, (res) => {
       res.resume();
       res.on('end', () => resolve(res.statusCode ?? 0));
     });

@@ -113,7 +113,7 @@ t.test('a Machine killed mid-request: 502 with a code (or a retry when that is s
   t.equal(line?.['code'], post.answer.code, 'the access log has the 502 with the same code');
 
   // Idempotent and nothing answered yet: it is replayed on another Machine instead.
-  const get2 = await killDuring('GET', '/slow?ms=1500');
+  const get2 = await killDuring('GET', '/slow?ms=3000');
   t.equal(get2.answer.status, 200, 'a GET in flight is retried on a live Machine');
   t.not(get2.victim, post.victim);
 

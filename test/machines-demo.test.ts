@@ -242,8 +242,9 @@ t.test('demo machine', async (t) => {
   });
 
   t.test('SIGTERM: graceful, in-flight requests finish, exit 0', async (t) => {
-    const slow = get('127.0.0.1', d.port, '/slow?ms=300');
-    await sleep(50);
+    // The request must have reached the demo before the signal: a margin for a loaded machine.
+    const slow = get('127.0.0.1', d.port, '/slow?ms=1500');
+    await sleep(500);
     d.child.kill('SIGTERM');
     const r = await slow;
     t.equal(r.status, 200, 'the in-flight request was answered');
