@@ -56,7 +56,12 @@ if (requireBinary(t, 'pebble', 'pebble') && requireBinary(t, 'pebble-challtestsr
       onOrder: (o) => outcomes.push(o),
     });
     await m.start();
-    await waitFor('issued', () => (m.status('keep.petrel.test')?.status === 'active' ? true : undefined));
+    // Active and the order finished: the status turns active before the order has let go of its
+    // lock, and a request meanwhile is answered 'running' (no new order).
+    await waitFor('issued', () => {
+      const s = m.status('keep.petrel.test');
+      return s?.status === 'active' && !s.ordering ? true : undefined;
+    });
     const kept = m.status('keep.petrel.test')!;
 
     await lab.pebble.stop();
