@@ -110,6 +110,7 @@ interface Status {
   not_after: string | null;
   last_error: string | null;
   next_attempt_at: string | null;
+  ordering: boolean;
   error?: { code: string; reason: string };
 }
 
@@ -118,11 +119,14 @@ async function certStatus(p: Petrel, hostname: string): Promise<Status> {
   return r.json as Status;
 }
 
-/** Active and served: the API shows the source only once the new cert table is published. */
+/**
+ * Active, served and the order over: the API shows the source only once the new cert table is
+ * published, and `ordering` until the order has persisted its state, logged and let go.
+ */
 const active = (p: Petrel, hostname: string) =>
   waitFor(`${hostname} to be active`, async () => {
     const s = await certStatus(p, hostname);
-    return s.status === 'active' && s.source !== null ? true : undefined;
+    return s.status === 'active' && s.source !== null && !s.ordering ? true : undefined;
   }, 60_000);
 
 t.test('TLS-ALPN-01 through petrel: issued, served, survives a restart without a new order', async (t) => {

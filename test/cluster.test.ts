@@ -6,7 +6,7 @@
 
 import t, { type Test } from 'tap';
 import { X509Certificate } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import tls from 'node:tls';
 import { createSelfSigned } from '../src/tls/selfsigned.ts';
@@ -304,6 +304,31 @@ t.test('a node that was frozen (SIGSTOP) does not call its live peers dead when 
   const back = new Set<string>();
   for (let i = 0; i < 40 && back.size < 2; i++) back.add((await served(n2, 'shop.test')).body);
   t.same([...back].sort(), ['origin-a', 'origin-b'], 'both Machines serve again');
+});
+
+t.test('a reload that changes [cluster] timings re-arms the heartbeat', async (t) => {
+  const l = await lab(t);
+  if (l === null) return;
+  const n1 = await node(t, l, 'n1');
+  const beats: number[] = [];
+  const unwatch = n1.daemon.cluster!.store.watch('nodes', (ev) => {
+    if (ev.type === 'put' && ev.entry.key === 'n1') beats.push(performance.now());
+  });
+  t.teardown(unwatch);
+  const count = async (ms: number) => {
+    const from = beats.length;
+    await new Promise((r) => setTimeout(r, ms));
+    return beats.length - from;
+  };
+  const fast = await count(2000);
+  t.ok(fast >= 8, `heartbeat_interval 100 ms: ${fast} beats in 2 s`);
+
+  const text = readFileSync(n1.configPath, 'utf8');
+  writeFileSync(n1.configPath, text.replace('heartbeat_interval = "100ms"', 'heartbeat_interval = "1s"').replace('node_dead_after = "2s"', 'node_dead_after = "4s"'));
+  t.ok((await n1.daemon.reload()).ok, 'reloaded');
+  t.ok(n1.log.lines.some((x) => x['msg'] === 'cluster timings changed' && x['heartbeat_interval_ms'] === 1000), 'logged');
+  const slow = await count(2500);
+  t.ok(slow <= 4, `heartbeat_interval 1 s after the reload: ${slow} beats in 2.5 s`);
 });
 
 t.test('petrel apps deploy/list/show/destroy with the cluster store (the real CLI)', async (t) => {

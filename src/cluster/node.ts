@@ -72,7 +72,7 @@ export class ClusterNode {
   private published = new Map<string, string>();
   private lastFullLoad = 0;
   private readonly unsubs: Unsubscribe[] = [];
-  private readonly timers: NodeJS.Timeout[] = [];
+  private timers: NodeJS.Timeout[] = [];
   private applyTimer: NodeJS.Timeout | null = null;
   private readonly dirtyMachines = new Set<MachineRuntime>();
   private flushTimer: NodeJS.Timeout | null = null;
@@ -107,7 +107,6 @@ export class ClusterNode {
   /** Starts following the store; call once the daemon serves the first config. */
   start(hooks: ClusterHooks): void {
     this.hooks = hooks;
-    const c = this.node.cluster;
     this.unsubs.push(this.store.watch('apps', (ev) => this.onApps(ev)));
     this.unsubs.push(this.store.watch('machines', (ev) => this.onMachines(ev)));
     this.unsubs.push(this.store.watch('nodes', (ev) => this.onNodes(ev)));
@@ -130,17 +129,41 @@ export class ClusterNode {
         }
       }),
     );
-    this.timers.push(setInterval(() => void this.heartbeat(), c.heartbeatIntervalMs));
-    this.timers.push(setInterval(() => this.checkLiveness(), livenessPeriod(c.heartbeatIntervalMs, c.nodeDeadAfterMs)));
-    this.timers.push(setInterval(() => this.publishLoad(), c.loadPublishIntervalMs));
-    for (const t of this.timers) t.unref();
+    this.armTimers();
     void this.heartbeat();
     for (const m of hooks.manager.all()) this.machineChanged(m);
   }
 
   /** The node config changed (reload): timings and identity other than the id may differ. */
   setNodeConfig(node: NodeConfig): void {
+    const [was, now] = [this.node.cluster, node.cluster];
     this.node = node;
+    // The other [cluster] settings are read where they are used; these three set timers.
+    const retimed =
+      was.heartbeatIntervalMs !== now.heartbeatIntervalMs ||
+      was.nodeDeadAfterMs !== now.nodeDeadAfterMs ||
+      was.loadPublishIntervalMs !== now.loadPublishIntervalMs;
+    if (retimed && this.hooks !== null && !this.closed) {
+      this.armTimers();
+      this.log.info(
+        { heartbeat_interval_ms: now.heartbeatIntervalMs, node_dead_after_ms: now.nodeDeadAfterMs, load_publish_interval_ms: now.loadPublishIntervalMs },
+        'cluster timings changed',
+      );
+    }
+  }
+
+  /** (Re)starts the periodic work at the configured intervals. */
+  private armTimers(): void {
+    for (const t of this.timers) clearInterval(t);
+    const c = this.node.cluster;
+    this.timers = [
+      setInterval(() => void this.heartbeat(), c.heartbeatIntervalMs),
+      setInterval(() => this.checkLiveness(), livenessPeriod(c.heartbeatIntervalMs, c.nodeDeadAfterMs)),
+      setInterval(() => this.publishLoad(), c.loadPublishIntervalMs),
+    ];
+    for (const t of this.timers) t.unref();
+    // A new period: the next pass is not late.
+    this.lastLivenessCheck = 0;
   }
 
   status(): ClusterStatus {
