@@ -152,6 +152,8 @@ export class Mirror {
   #sessionStart = 0;
   readonly #watchdog: NodeJS.Timeout;
   #checking = false;
+  /** Watchdog restarts since the watch last completed a listing: only the first is logged. */
+  #stallRestarts = 0;
 
   constructor(coll: Collection, kv: KV, host: MirrorHost) {
     this.#coll = coll;
@@ -272,7 +274,7 @@ export class Mirror {
     if (this.#listing) {
       // A listing that never completes is a stall too (it has no other timeout).
       if (this.#iter !== null && Date.now() - this.#sessionStart > this.#host.opTimeoutMs + this.#host.watchCheckMs) {
-        this.#host.log.warn({ coll: this.#coll }, 'cluster store: watch listing stalled; restarting it');
+        if (this.#stallRestarts++ === 0) this.#host.log.warn({ coll: this.#coll }, 'cluster store: watch listing stalled; restarting it');
         this.#iter.stop();
       }
       return;
@@ -285,7 +287,11 @@ export class Mirror {
       if (st.streamInfo.state.last_seq <= seen) return;
       await delay(STALL_GRACE_MS);
       if (this.#stopped || session !== this.#sessions || this.#delivered !== seen) return;
-      this.#host.log.warn({ coll: this.#coll, delivered: seen, stream: st.streamInfo.state.last_seq }, 'cluster store: watch stalled; restarting it');
+      // While a cluster elects a new stream leader the restarts repeat every check (5-9 s seen):
+      // one line when it starts, one when the watch delivers again.
+      if (this.#stallRestarts++ === 0) {
+        this.#host.log.warn({ coll: this.#coll, delivered: seen, stream: st.streamInfo.state.last_seq }, 'cluster store: watch stalled; restarting it');
+      }
       this.#iter?.stop();
     } catch {
       // JetStream not answering: there is nothing to compare with, and writes fail too.
@@ -297,6 +303,10 @@ export class Mirror {
   /** A complete listing: the first one is the watchers' `sync`; later ones become differences. */
   #listed(l: Listing, last: number): void {
     this.#listing = false;
+    if (this.#stallRestarts > 0) {
+      this.#host.log.info({ coll: this.#coll, restarts: this.#stallRestarts }, 'cluster store: watch delivering again');
+      this.#stallRestarts = 0;
+    }
     const fresh = sorted(l.entries);
     if (!this.#synced) {
       this.#cache = fresh;
