@@ -66,6 +66,7 @@ export class ClusterNode {
   private readonly dead = new Set<string>();
   /** performance.now() of the last liveness pass: a late pass means this node itself stalled. */
   private lastLivenessCheck = 0;
+  private skippedLatePass = false;
   /** node → Machine id → internal port → load, as published by that node. */
   private readonly peerLoads = new Map<string, Map<string, Map<number, number>>>();
   /** What this node last published, to send only changes. */
@@ -432,7 +433,12 @@ export class ClusterNode {
     // A late pass means this node's own event loop stalled (GC, CPU starvation): timers run
     // before the socket is read, so the heartbeats that arrived meanwhile are still unread.
     // Judging now would call a live peer dead; judge at the next pass, after they are read.
-    if (late) return;
+    // Never twice in a row, so a node that is always late still judges every other pass.
+    if (late && !this.skippedLatePass) {
+      this.skippedLatePass = true;
+      return;
+    }
+    this.skippedLatePass = false;
     let changed = false;
     const owners = new Set<string>();
     for (const m of this.hooks.manager.all()) if (m.owner !== null) owners.add(m.owner);
