@@ -101,7 +101,10 @@ export class Daemon {
       logger: log.machines,
       drivers: opts.drivers,
       ownerOf: cluster === null ? undefined : (mc) => cluster.ownerOf(mc),
-      remote: cluster === null ? undefined : new RemoteDriver(cluster.store, () => this.config.node.cluster.ownerRequestTimeoutMs),
+      remote:
+        cluster === null
+          ? undefined
+          : new RemoteDriver(cluster.store, () => this.config.node.cluster.ownerRequestTimeoutMs, (record) => cluster.takeRecord(record)),
     });
     this.metrics = new Metrics(
       {
@@ -178,7 +181,6 @@ export class Daemon {
       manager: d.manager,
       routingChanged: () => kickQueues(d.routes()),
       ownerAction: (req) => d.ownerAction(req),
-      machineView: (app, id) => d.machinesBackend.machine(app, id),
     });
     return d;
   }

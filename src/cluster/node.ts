@@ -24,7 +24,7 @@ import { subjectToken } from '../store/keys.ts';
 import type { ClusterStore, Entry, Unsubscribe, WatchEvent } from '../store/types.ts';
 import { assembleConfig, checkDeploy } from './clusterConfig.ts';
 import { asOwnerRequest, ownerSubject, type OwnerReply, type OwnerRequest } from './ownerRequests.ts';
-import { asAppDoc, asLoadMessage, asMachineDoc, asNodeDoc, type AppDoc, type LoadMessage, type MachineDoc, type MachineSpec, type NodeDoc } from './records.ts';
+import { asAppDoc, asLoadMessage, asMachineDoc, asNodeDoc, olderReport, type AppDoc, type LoadMessage, type MachineDoc, type MachineSpec, type NodeDoc } from './records.ts';
 
 /** A full load message this often, so a node that joined (or missed one) converges. */
 const FULL_LOAD_EVERY_MS = 5000;
@@ -38,8 +38,6 @@ export interface ClusterHooks {
   routingChanged(): void;
   /** Carries out an action on one of this node's Machines (the admin API's local path). */
   ownerAction(req: OwnerRequest): Promise<ApiReply>;
-  /** The Machine as the admin API shows it, or null. */
-  machineView(app: string, id: string): unknown | null;
 }
 
 export interface ClusterStatus {
@@ -66,7 +64,7 @@ export class ClusterNode {
   private readonly dead = new Set<string>();
   /** performance.now() of the last liveness pass: a late pass means this node itself stalled. */
   private lastLivenessCheck = 0;
-  private skippedLatePass = false;
+  private lastStallForgiven = -Infinity;
   /** node → Machine id → internal port → load, as published by that node. */
   private readonly peerLoads = new Map<string, Map<string, Map<number, number>>>();
   /** What this node last published, to send only changes. */
@@ -76,6 +74,11 @@ export class ClusterNode {
   private timers: NodeJS.Timeout[] = [];
   private applyTimer: NodeJS.Timeout | null = null;
   private readonly dirtyMachines = new Set<MachineRuntime>();
+  /**
+   * Changes reported per owned Machine id: a record's `seq`. By id, not runtime: a reconcile may
+   * replace the runtime, and its reports must still count up.
+   */
+  private readonly changes = new Map<string, number>();
   private flushTimer: NodeJS.Timeout | null = null;
   private readonly startedAt = Date.now();
   private statusSince = Date.now();
@@ -245,7 +248,8 @@ export class ClusterNode {
       killSignal: mc.killSignal,
       killTimeoutMs: mc.killTimeoutMs,
     };
-    const doc: MachineDoc = { id: mc.id, app: mc.app, owner: this.nodeId, state: 'created', host: '', ports: {}, healthy: {}, lastError: '', updatedAt: Date.now(), spec };
+    // seq 0: the runtime this node creates from it reports from 1 on.
+    const doc: MachineDoc = { id: mc.id, app: mc.app, owner: this.nodeId, state: 'created', host: '', ports: {}, healthy: {}, lastError: '', updatedAt: Date.now(), epoch: this.startedAt, seq: 0, spec };
     await this.store.create('machines', mc.id, doc);
     this.log.info({ machine: mc.id, app: mc.app }, 'Machine created in the cluster store');
   }
@@ -274,6 +278,7 @@ export class ClusterNode {
   /** A Machine of this node changed (state, health, address): its record is rewritten soon. */
   machineChanged(m: MachineRuntime): void {
     if (m.owner !== null || this.closed) return;
+    this.changes.set(m.id, (this.changes.get(m.id) ?? 0) + 1);
     this.dirtyMachines.add(m);
     this.scheduleFlush();
   }
@@ -311,11 +316,24 @@ export class ClusterNode {
     const ports: Record<string, number> = {};
     for (const [k, v] of m.ports) ports[String(k)] = v;
     const healthy: Record<string, boolean> = {};
-    // A warming slot is not healthy yet as far as other nodes are concerned.
-    for (const s of m.slots.values()) healthy[String(s.internalPort)] = s.healthy && !s.warming;
+    // A warming slot is not healthy yet as far as other nodes are concerned, nor is one of a
+    // Machine that is not started (its flags keep their last value after a stop).
+    for (const s of m.slots.values()) healthy[String(s.internalPort)] = m.state === 'started' && s.healthy && !s.warming;
     // An API-made Machine's spec travels with every rewrite of its record.
     const spec = this.machineDocs.get(m.id)?.spec;
-    const doc: MachineDoc = { id: m.id, app: m.app, owner: this.nodeId, state: m.state, host: m.host, ports, healthy, lastError: m.lastError, updatedAt: Date.now() };
+    const doc: MachineDoc = {
+      id: m.id,
+      app: m.app,
+      owner: this.nodeId,
+      state: m.state,
+      host: m.host,
+      ports,
+      healthy,
+      lastError: m.lastError,
+      updatedAt: Date.now(),
+      epoch: this.startedAt,
+      seq: this.changes.get(m.id) ?? 0,
+    };
     return spec === undefined ? doc : { ...doc, spec };
   }
 
@@ -332,16 +350,25 @@ export class ClusterNode {
     } else if (ev.type === 'put') {
       const doc = asMachineDoc(ev.entry.value);
       if (doc === null) return;
-      const before = this.machineDocs.get(ev.entry.key);
-      this.machineDocs.set(ev.entry.key, doc);
-      // A Machine created (or changed) through the API is part of the config.
-      if (doc.spec !== undefined && JSON.stringify(doc.spec) !== JSON.stringify(before?.spec)) this.scheduleApply();
-      this.remirror(ev.entry.key);
+      this.takeRecord(doc);
     } else {
       const before = this.machineDocs.get(ev.key);
       this.machineDocs.delete(ev.key);
       if (before?.spec !== undefined) this.scheduleApply();
     }
+  }
+
+  /**
+   * An owner's report, from the store or from its reply to a forwarded action: kept and copied
+   * onto the runtime unless a newer report of the same owner is already here.
+   */
+  takeRecord(doc: MachineDoc): void {
+    const before = this.machineDocs.get(doc.id);
+    if (before !== undefined && olderReport(doc, before)) return;
+    this.machineDocs.set(doc.id, doc);
+    // A Machine created (or changed) through the API is part of the config.
+    if (doc.spec !== undefined && JSON.stringify(doc.spec) !== JSON.stringify(before?.spec)) this.scheduleApply();
+    this.remirror(doc.id);
   }
 
   /** After a new config: runtimes may be new, so copy every record onto them again. */
@@ -373,14 +400,14 @@ export class ClusterNode {
 
   private async onOwnerRequest(data: unknown): Promise<OwnerReply> {
     const hooks = this.hooks;
-    if (hooks === null) return { status: 503, body: { error: { code: 'PA17', reason: 'node is starting' } }, machine: null };
+    if (hooks === null) return { status: 503, body: { error: { code: 'PA17', reason: 'node is starting' } }, record: null };
     const req = asOwnerRequest(data);
     if (req === null) {
-      return { status: 400, body: { error: { code: 'PA08', reason: 'malformed owner request: needs app, id, action (start|stop|suspend|cordon|uncordon) and an object body' } }, machine: null };
+      return { status: 400, body: { error: { code: 'PA08', reason: 'malformed owner request: needs app, id, action (start|stop|suspend|cordon|uncordon) and an object body' } }, record: null };
     }
     const reply = await hooks.ownerAction(req);
-    const view = hooks.machineView(req.app, req.id) as OwnerReply['machine'];
-    return { status: reply.status, body: reply.body, machine: view };
+    const m = hooks.manager.get(req.id);
+    return { status: reply.status, body: reply.body, record: m !== undefined && m.owner === null && m.app === req.app ? this.machineDoc(m) : null };
   }
 
   // ---- nodes and heartbeats -------------------------------------------------------------
@@ -430,15 +457,16 @@ export class ClusterNode {
     const period = livenessPeriod(this.node.cluster.heartbeatIntervalMs, after);
     const late = this.lastLivenessCheck !== 0 && now - this.lastLivenessCheck > 2 * period;
     this.lastLivenessCheck = now;
-    // A late pass means this node's own event loop stalled (GC, CPU starvation): timers run
-    // before the socket is read, so the heartbeats that arrived meanwhile are still unread.
-    // Judging now would call a live peer dead; judge at the next pass, after they are read.
-    // Never twice in a row, so a node that is always late still judges every other pass.
-    if (late && !this.skippedLatePass) {
-      this.skippedLatePass = true;
+    // A late pass means this node itself stalled (frozen, GC, CPU starvation): the heartbeats
+    // that arrived meanwhile are unread, and reading the backlog may take a while. This node's
+    // stall is no evidence against its peers: each gets a fresh node_dead_after from now, as
+    // after a reconnect. At most once per node_dead_after, so a node that is always late still
+    // finds a dead peer (within twice node_dead_after).
+    if (late && now - this.lastStallForgiven > after) {
+      this.lastStallForgiven = now;
+      for (const id of this.lastSeen.keys()) this.lastSeen.set(id, now);
       return;
     }
-    this.skippedLatePass = false;
     let changed = false;
     const owners = new Set<string>();
     for (const m of this.hooks.manager.all()) if (m.owner !== null) owners.add(m.owner);

@@ -5,6 +5,7 @@
 import type { ApiReply, MachineAction } from '../admin/machinesApi.ts';
 import type { MachineDriver, MachineRuntime } from '../machines/runtime.ts';
 import { subjectToken } from '../store/keys.ts';
+import { asMachineDoc, type MachineDoc } from './records.ts';
 import type { ClusterStore } from '../store/types.ts';
 
 export interface OwnerRequest {
@@ -14,9 +15,9 @@ export interface OwnerRequest {
   readonly body: Record<string, unknown>;
 }
 
-/** The owner's API answer, and the Machine as it is after the action. */
+/** The owner's API answer, and its record of the Machine after the action (fresher than the store's yet). */
 export interface OwnerReply extends ApiReply {
-  readonly machine: { readonly private_ip?: string; readonly ports?: Record<string, number>; readonly state?: string } | null;
+  readonly record: MachineDoc | null;
 }
 
 const ACTIONS: readonly MachineAction[] = ['start', 'stop', 'suspend', 'cordon', 'uncordon'];
@@ -60,19 +61,22 @@ export class RemoteDriver implements MachineDriver {
   readonly canSuspend = true;
   private readonly store: ClusterStore;
   private readonly timeoutMs: () => number;
+  private readonly adopt: (record: MachineDoc) => void;
 
-  constructor(store: ClusterStore, timeoutMs: () => number) {
+  /** `adopt` takes the owner's record from a reply like one from the store (if it is newer). */
+  constructor(store: ClusterStore, timeoutMs: () => number, adopt: (record: MachineDoc) => void) {
     this.store = store;
     this.timeoutMs = timeoutMs;
+    this.adopt = adopt;
   }
 
   private async act(m: MachineRuntime, action: MachineAction): Promise<void> {
     const r = await askOwner(this.store, m.owner!, { app: m.app, id: m.id, action, body: {} }, this.timeoutMs());
     if (r.status < 200 || r.status > 299) throw new Error(`node ${m.owner} refused to ${action} Machine ${m.id}: ${reasonOf(r)}`);
-    if (r.machine !== null) {
-      if (r.machine.private_ip !== undefined) m.host = r.machine.private_ip;
-      if (r.machine.ports !== undefined) m.ports = new Map(Object.entries(r.machine.ports).map(([k, v]) => [Number(k), v]));
-    }
+    // Address, ports and health as the owner has them now: a started Machine gets new ports and
+    // is not ready until the owner says so (routing on a stale health flag gave 502s).
+    const record = asMachineDoc(r.record);
+    if (record !== null && record.id === m.id) this.adopt(record);
   }
 
   start(m: MachineRuntime): Promise<void> {

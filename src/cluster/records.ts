@@ -41,6 +41,13 @@ export interface MachineDoc {
   readonly healthy: Readonly<Record<string, boolean>>;
   readonly lastError: string;
   readonly updatedAt: number;
+  /**
+   * Order of the owner's reports: `epoch` is when the owner's process started, `seq` counts the
+   * changes it reported since. A record can arrive after a fresher report (the owner's reply to a
+   * forwarded start, or a lagging watch); the older one must not win.
+   */
+  readonly epoch: number;
+  readonly seq: number;
   /** Only for Machines created through the admin API. */
   readonly spec?: MachineSpec;
 }
@@ -92,6 +99,8 @@ export function asMachineDoc(v: unknown): MachineDoc | null {
     Object.values(v['healthy']).every((b) => typeof b === 'boolean') &&
     isString(v['lastError']) &&
     isNumber(v['updatedAt']) &&
+    isNumber(v['epoch']) &&
+    isNumber(v['seq']) &&
     (v['spec'] === undefined || isMachineSpec(v['spec']));
   return ok ? (v as unknown as MachineDoc) : null;
 }
@@ -119,4 +128,9 @@ export function asNodeDoc(v: unknown): NodeDoc | null {
 export function asLoadMessage(v: unknown): LoadMessage | null {
   if (!isObject(v) || !isString(v['node']) || typeof v['full'] !== 'boolean' || !isObject(v['loads'])) return null;
   return Object.values(v['loads']).every(numberMap) ? (v as unknown as LoadMessage) : null;
+}
+
+/** Whether report `a` is older than report `b` of the same Machine (see MachineDoc.seq). */
+export function olderReport(a: MachineDoc, b: MachineDoc): boolean {
+  return a.owner === b.owner && (a.epoch < b.epoch || (a.epoch === b.epoch && a.seq < b.seq));
 }
