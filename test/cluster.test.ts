@@ -178,9 +178,7 @@ t.test('three nodes, one nats-server: deploy, ownership, load', async (t) => {
   releaseHeld();
   t.equal(await slow, 200);
   await pollUntil(() => slotA().peerLoad === 0, 'the load to drop back to zero', 5000);
-  const after = new Set<string>();
-  for (let i = 0; i < 30 && after.size < 2; i++) after.add((await served(n3, 'shop.test')).body);
-  t.same([...after].sort(), ['origin-a', 'origin-b'], 'then both Machines take traffic again');
+  t.same(await shopOrigins(n3), ['origin-a', 'origin-b'], 'then both Machines take traffic again');
 });
 
 t.test('start/stop asked on any node reach the owner', async (t) => {
@@ -254,61 +252,67 @@ cmd = ["node", ${JSON.stringify(DEMO_MACHINE)}]
   t.pass("the owner stopped the process");
 });
 
+/**
+ * Node 1 a real process (so it can be killed or frozen), node 2 in-process; shop's Machine a
+ * owned by node 1, b by node 2, and node 2 routing to both. `start1` starts (again) node 1.
+ */
+async function processAndPeer(t: Test, l: Lab) {
+  const [a, b] = await origins(t);
+  const dir1 = makeNodeDir(t, { apps: {}, nodeId: 'n1', node: clusterLines(l.url, l.prefix) });
+  const start1 = () => startPetrelProcess(t, { args: ['start', '--config', dir1.configPath] });
+  const p1 = await start1();
+  const n2 = await node(t, l, 'n2');
+  await n2.daemon.cluster!.deploy(shopApp(a, b, ['n1', 'n2']));
+  const mA = () => n2.daemon.manager.get('shop-a')!;
+  await pollUntil(() => n2.daemon.manager.get('shop-a')?.routable === true, "node 2 to route to node 1's Machine", 20_000);
+  return { start1, p1, n2, mA };
+}
+
+/** The origins that answer shop.test through `n` within 40 requests, sorted. */
+async function shopOrigins(n: Petrel): Promise<string[]> {
+  const seen = new Set<string>();
+  for (let i = 0; i < 40 && seen.size < 2; i++) seen.add((await served(n, 'shop.test')).body);
+  return [...seen].sort();
+}
+
 t.test('a node that dies stops getting traffic for its Machines, and gets it back', async (t) => {
   const l = await lab(t);
   if (l === null) return;
-  const [a, b] = await origins(t);
   // Node 1 is a real process, so it can die the hard way (SIGKILL: no goodbye in the store).
-  const dir1 = makeNodeDir(t, { apps: {}, nodeId: 'n1', node: clusterLines(l.url, l.prefix) });
-  const start1 = () => startPetrelProcess(t, { args: ['start', '--config', dir1.configPath] });
-  let p1 = await start1();
-  const n2 = await node(t, l, 'n2');
-  await n2.daemon.cluster!.deploy(shopApp(a, b, ['n1', 'n2']));
-  const mA = () => n2.daemon.manager.get('shop-a');
-  await pollUntil(() => mA()?.routable === true, "node 2 to route to node 1's Machine", 20_000);
-  const seen = new Set<string>();
-  for (let i = 0; i < 40 && seen.size < 2; i++) seen.add((await served(n2, 'shop.test')).body);
-  t.same([...seen].sort(), ['origin-a', 'origin-b'], 'both Machines serve while node 1 lives');
+  const setup = await processAndPeer(t, l);
+  const { start1, n2, mA } = setup;
+  let p1 = setup.p1;
+  t.same(await shopOrigins(n2), ['origin-a', 'origin-b'], 'both Machines serve while node 1 lives');
 
   p1.child.kill('SIGKILL');
   const killedAt = performance.now();
-  await pollUntil(() => mA()!.ownerDown, "node 2 to notice node 1's death", 10_000);
+  await pollUntil(() => mA().ownerDown, "node 2 to notice node 1's death", 10_000);
   t.pass(`node 1's Machines taken out after ${(performance.now() - killedAt).toFixed(0)} ms (node_dead_after 2 s)`);
   for (let i = 0; i < 10; i++) t.equal((await served(n2, 'shop.test')).body, 'origin-b', `request ${i}: only the live node's Machine`);
 
   p1 = await start1();
   t.teardown(() => p1.child.kill('SIGKILL'));
-  await pollUntil(() => !mA()!.ownerDown && mA()!.routable, 'node 1 to be back', 20_000);
-  const back = new Set<string>();
-  for (let i = 0; i < 40 && back.size < 2; i++) back.add((await served(n2, 'shop.test')).body);
-  t.same([...back].sort(), ['origin-a', 'origin-b'], "node 1's Machine serves again once it beats");
+  await pollUntil(() => !mA().ownerDown && mA().routable, 'node 1 to be back', 20_000);
+  t.same(await shopOrigins(n2), ['origin-a', 'origin-b'], "node 1's Machine serves again once it beats");
 });
 
 t.test('a node that was frozen (SIGSTOP) does not call its live peers dead when it wakes', async (t) => {
   const l = await lab(t);
   if (l === null) return;
-  const [a, b] = await origins(t);
-  const dir1 = makeNodeDir(t, { apps: {}, nodeId: 'n1', node: clusterLines(l.url, l.prefix) });
-  const p1 = await startPetrelProcess(t, { args: ['start', '--config', dir1.configPath] });
+  const { p1, n2, mA } = await processAndPeer(t, l);
   t.teardown(() => p1.child.kill('SIGKILL'));
-  const n2 = await node(t, l, 'n2');
-  await n2.daemon.cluster!.deploy(shopApp(a, b, ['n1', 'n2']));
-  const mA = () => n2.daemon.manager.get('shop-a');
-  await pollUntil(() => mA()?.routable === true, "node 2 to route to node 1's Machine", 20_000);
 
   // Frozen past node_dead_after (2 s): its own timers all fire late at once when it wakes, before
   // it has read the heartbeats that queued up meanwhile.
   p1.child.kill('SIGSTOP');
-  await pollUntil(() => mA()!.ownerDown, 'node 2 to notice the frozen node', 10_000);
+  await pollUntil(() => mA().ownerDown, 'node 2 to notice the frozen node', 10_000);
   await new Promise((r) => setTimeout(r, 1000));
   p1.child.kill('SIGCONT');
-  await pollUntil(() => !mA()!.ownerDown, 'node 2 to hear node 1 again', 10_000);
+  await pollUntil(() => !mA().ownerDown, 'node 2 to hear node 1 again', 10_000);
   await new Promise((r) => setTimeout(r, 1000)); // several liveness passes on node 1
   const flaps = p1.logs().filter((l) => l['msg'] === 'node stopped heart-beating: not routing to its Machines');
   t.same(flaps, [], 'node 1 never declared node 2 dead');
-  const back = new Set<string>();
-  for (let i = 0; i < 40 && back.size < 2; i++) back.add((await served(n2, 'shop.test')).body);
-  t.same([...back].sort(), ['origin-a', 'origin-b'], 'both Machines serve again');
+  t.same(await shopOrigins(n2), ['origin-a', 'origin-b'], 'both Machines serve again');
 });
 
 t.test('a reload that changes [cluster] timings re-arms the heartbeat', async (t) => {

@@ -42,10 +42,9 @@ import type {
   StoredCertSource,
 } from './certStore.ts';
 import { CertRejected, describePair, inspectPair } from './inspect.ts';
-import { accountProblem, copyAccount, copyMeta, copyState, isNum, metaProblem, stateProblem } from './records.ts';
+import { accountProblem, copyAccount, copyMeta, copyState, isNum, metaProblem, ORDER_LOG_KEEP_MS, stateProblem } from './records.ts';
 import { checkHostname, checkNonEmpty, checkToken, StoreInputError } from './validate.ts';
 
-const DAY_MS = 24 * 3600_000;
 // Compare-and-set rounds for the order log. Writes from one handle are serialised, so only other
 // nodes compete; each conflict means one of them got through, so this bounds the number of nodes
 // recording the same instant rather than any time.
@@ -401,7 +400,7 @@ export class ClusterCertStore implements CertStore {
           const times = cur === null ? [] : orderTimes(cur.value, `acme/${key}`, directoryUrl);
           // The cap is hourly; a day of history is plenty and keeps the document small. Relative
           // to the order being recorded, not the clock, as in the file store.
-          const cutoff = at - DAY_MS;
+          const cutoff = at - ORDER_LOG_KEEP_MS;
           const doc: OrderLogDoc = { directoryUrl, times: [...times, at].filter((t) => t >= cutoff) };
           try {
             if (cur === null) await this.#store.create('acme', key, doc);

@@ -26,10 +26,9 @@ import type {
   StoredCertSource,
 } from './certStore.ts';
 import { CertRejected, describePair, inspectPair } from './inspect.ts';
-import { accountProblem, copyAccount, copyMeta, copyState, isNum, metaProblem, stateProblem } from './records.ts';
+import { accountProblem, copyAccount, copyMeta, copyState, isNum, metaProblem, ORDER_LOG_KEEP_MS, stateProblem } from './records.ts';
 import { checkHostname, checkNonEmpty, checkToken, StoreInputError } from './validate.ts';
 
-const DAY_MS = 24 * 3600_000;
 const WILDCARD_DIR = 'wildcard_.';
 
 /** Something on disk the store cannot use; `file` names it. */
@@ -337,7 +336,7 @@ export class FileCertStore implements CertStore {
       log.set(directoryUrl, [...(log.get(directoryUrl) ?? []), at]);
       // The cap is hourly; a day of history is plenty and keeps the file small. Relative to
       // the order being recorded, not the clock, so that the log never depends on when it is read.
-      const cutoff = at - DAY_MS;
+      const cutoff = at - ORDER_LOG_KEEP_MS;
       const kept: [string, number[]][] = [];
       for (const [url, times] of log) {
         const recent = times.filter((t) => t >= cutoff);

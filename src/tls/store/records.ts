@@ -61,3 +61,6 @@ export function copyAccount(a: AcmeAccountRecord): AcmeAccountRecord {
   const { directoryUrl, accountKeyPem, accountUrl, email, createdAt } = a;
   return Object.freeze({ directoryUrl, accountKeyPem, accountUrl, email, createdAt });
 }
+
+/** How much of the ACME order log a store keeps: the cap is hourly, a day is plenty. */
+export const ORDER_LOG_KEEP_MS = 24 * 3600_000;
